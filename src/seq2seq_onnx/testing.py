@@ -1,0 +1,138 @@
+"""Build small seq2seq checkpoints offline, for tests and benchmarks.
+
+No machine here reaches the Hugging Face hub, so tests make their own models: seeded random
+weights in a real architecture, saved with `save_pretrained`, plus a sentencepiece tokenizer
+trained on generated text. The folders look exactly like hub checkpoints (config.json,
+generation_config.json, model.safetensors, spiece.model, tokenizer files).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+from pathlib import Path
+
+# Shapes named after the checkpoints they imitate. All keys are T5Config arguments.
+TINY = dict(d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=2, num_decoder_layers=2)
+FLAN_T5_SMALL = dict(d_model=512, d_ff=1024, d_kv=64, num_heads=6, num_layers=8, num_decoder_layers=8, vocab_size=32128)
+
+VARIANTS = {
+    # original T5: relu feed-forward, lm_head tied to the embedding, logits scaled by d_model**-0.5
+    "t5": dict(model_type="t5", feed_forward_proj="relu", tied=True),
+    # t5-v1_1 / flan-t5: gated-gelu, separate lm_head, no logits scale
+    "flan-t5": dict(model_type="t5", feed_forward_proj="gated-gelu", tied=False),
+    "mt5": dict(model_type="mt5", feed_forward_proj="gated-gelu", tied=False),
+    "umt5": dict(model_type="umt5", feed_forward_proj="gated-gelu", tied=False),
+}
+
+SPM_VOCAB = 200  # sentencepiece pieces; the model vocab adds extra ids and padding on top
+
+
+def sample_text(n_lines: int = 3000, seed: int = 0) -> list[str]:
+    """Readable-ish lines from a generated lexicon, enough for a 200-piece sentencepiece model."""
+    rng = random.Random(seed)
+    lexicon = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 8))) for _ in range(400)]
+    lexicon += "the house is wonderful translate english german summarize question answer".split()
+    lines = []
+    for _ in range(n_lines):
+        line = " ".join(rng.choice(lexicon) for _ in range(rng.randint(3, 12)))
+        line += rng.choice([".", "!", "?", "", " 42.", ":"])
+        lines.append(line.capitalize() if rng.random() < 0.3 else line)
+    return lines
+
+
+def train_sentencepiece(folder: Path, vocab_size: int = SPM_VOCAB, seed: int = 0) -> Path:
+    import sentencepiece as spm
+
+    folder.mkdir(parents=True, exist_ok=True)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sample_text(seed=seed)),
+        model_prefix=str(folder / "spiece"),
+        vocab_size=vocab_size,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        model_type="unigram",
+        character_coverage=1.0,
+        minloglevel=2,
+        num_threads=1,
+    )
+    (folder / "spiece.vocab").unlink(missing_ok=True)
+    return folder / "spiece.model"
+
+
+def build_model(
+    folder: str | Path,
+    variant: str = "flan-t5",
+    seed: int = 0,
+    extra_ids: int = 4,
+    tokenizer_json: bool = True,
+    **config_overrides,
+) -> Path:
+    """Write a random-weight checkpoint of `variant` (see VARIANTS) to `folder` and return it.
+
+    `tokenizer_json=False` leaves only `spiece.model`, like many older hub checkpoints, so
+    the converter has to make `tokenizer.json` itself.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig
+
+    folder = Path(folder)
+    spec = VARIANTS[variant]
+    shape = {**TINY, **config_overrides}
+    shape.setdefault("vocab_size", SPM_VOCAB + extra_ids + 4)  # padded past the tokenizer, like flan-t5's 32128
+    config = AutoConfig.for_model(
+        spec["model_type"],
+        feed_forward_proj=spec["feed_forward_proj"],
+        tie_word_embeddings=spec["tied"],
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+        **shape,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForSeq2SeqLM.from_config(config).eval()
+    with torch.no_grad():
+        # Default init gives near-uniform logits; a wider spread makes greedy ties (which
+        # would make parity depend on float noise) vanishingly rare, like in trained models.
+        for name, param in model.named_parameters():
+            if "relative_attention_bias" in name:
+                param.normal_(0.0, 1.0)
+            elif "layer_norm" in name:
+                param.normal_(1.0, 0.1)
+            else:
+                param.normal_(0.0, 1.0 / max(param.shape[-1], 1) ** 0.5)
+        if not spec["tied"]:
+            # transformers 5 ties lm_head to the embedding in memory; give it its own weights,
+            # which is how flan-t5 and t5-v1_1 checkpoints are stored.
+            model.lm_head.weight = torch.nn.Parameter(torch.randn_like(model.shared.weight) * shape["d_model"] ** -0.5)
+    model.save_pretrained(folder)
+    GenerationConfig(decoder_start_token_id=0, pad_token_id=0, eos_token_id=1).save_pretrained(folder)
+
+    # The model's config.json as the hub would have it: untied checkpoints say so.
+    cfg_path = folder / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["tie_word_embeddings"] = spec["tied"]
+    cfg.pop("scale_decoder_outputs", None)
+    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+
+    train_sentencepiece(folder, seed=seed)
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "T5Tokenizer",
+                "extra_ids": extra_ids,
+                "eos_token": "</s>",
+                "unk_token": "<unk>",
+                "pad_token": "<pad>",
+                "model_max_length": 512,
+                "legacy": False,
+            },
+            indent=2,
+        )
+    )
+    if tokenizer_json:
+        AutoTokenizer.from_pretrained(folder).save_pretrained(folder)
+    return folder
