@@ -39,7 +39,7 @@ def past_names(layout: CacheLayout, prefix: str = "past_key_values") -> list[str
     return names
 
 
-def _cache_kwarg(model: nn.Module) -> str:
+def cache_kwarg(model: nn.Module) -> str:
     """transformers 5 renamed `past_key_values` to `cache`; accept both."""
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
@@ -67,7 +67,7 @@ class DecoderForExport(nn.Module):
         self.model = model
         self.layout = layout
         self.with_past = with_past
-        self.cache_kwarg = _cache_kwarg(model)
+        self.cache_kwarg = cache_kwarg(model)
 
     def forward(self, input_ids, encoder_attention_mask, encoder_hidden_states, *past):
         n = self.layout.num_layers

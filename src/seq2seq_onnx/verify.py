@@ -149,6 +149,8 @@ def reference_greedy(model, input_ids, attention_mask, start_id, eos_ids, pad_id
     from transformers import GenerationConfig
     from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
+    from .export import cache_kwarg
+
     config = GenerationConfig(
         decoder_start_token_id=start_id,
         eos_token_id=sorted(eos_ids),
@@ -166,7 +168,7 @@ def reference_greedy(model, input_ids, attention_mask, start_id, eos_ids, pad_id
             generation_config=config,
             # An explicit cache: transformers 5's default one is sized by the encoder's layer
             # count and crashes when num_decoder_layers differs.
-            past_key_values=EncoderDecoderCache(DynamicCache(), DynamicCache()),
+            **{cache_kwarg(model): EncoderDecoderCache(DynamicCache(), DynamicCache())},
         )
     return out.sequences.numpy(), [t.float().numpy() for t in out.logits]
 

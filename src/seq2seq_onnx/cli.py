@@ -1,0 +1,209 @@
+"""The `seq2seq-onnx` command, and the old Transformers.js `scripts/convert.py` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import __version__
+from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Seq2SeqOnnxError, VerificationError
+
+CONVERT_EPILOG = """\
+examples:
+  seq2seq-onnx convert google/flan-t5-small -o models/flan-t5-small
+  seq2seq-onnx convert ./my-finetuned-t5 -o out/my-t5 --overwrite --json
+
+The output folder holds onnx/encoder_model.onnx and onnx/decoder_model_merged.onnx (decoder with
+key/value cache, one graph for the first and later steps), config.json, generation_config.json
+and the tokenizer files: what Transformers.js (`@huggingface/transformers`) loads.
+
+exit codes: 0 converted and verified; 1 the export does not match PyTorch (nothing written);
+2 bad input (unknown model, unsupported architecture, output in the way); 130 interrupted.
+"""
+
+
+def _human_size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def format_summary(result) -> str:
+    lines = [f"Converted {result.source} ({result.model_type}, {result.task}) in {result.seconds:.1f} s", f"  -> {result.output}", ""]
+    width = max(len(f) for f in result.files)
+    lines.append(f"  {'file':<{width}}  {'size':>9}")
+    for name, size in result.files.items():
+        lines.append(f"  {name:<{width}}  {_human_size(size):>9}")
+    lines.append("")
+    report = result.verification
+    if report is None:
+        lines.append("Verification: skipped")
+    else:
+        lines.append(
+            f"Verification: {'PASSED' if report.passed else 'FAILED'} "
+            f"(greedy, up to {report.max_new_tokens} new tokens; PyTorch generate vs ONNX Runtime fed like Transformers.js)"
+        )
+        for case in report.cases:
+            lines.append(
+                f"  {case.name:<13} {'ok' if case.passed else 'MISMATCH':<8} "
+                f"tokens {'identical' if case.tokens_match else 'differ'}, "
+                f"max |logit diff| {case.max_logits_diff:.1e}"
+            )
+    for note in result.notes:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+def _add_convert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="hub model id (e.g. google/flan-t5-small) or local checkpoint folder")
+    p.add_argument("-o", "--output", required=True, help="output folder (written atomically; see --overwrite)")
+    p.add_argument(
+        "--task",
+        default="auto",
+        choices=["auto", "text2text-generation-with-past", "text2text-generation"],
+        help="export task (default: auto, inferred from the config). Both tasks export the decoder "
+        "with past key values, which Transformers.js needs",
+    )
+    p.add_argument("--no-past", action="store_true", help="export a decoder without cache as onnx/decoder_model.onnx "
+                   "(Transformers.js cannot use it; for other runtimes only)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 17)")
+    p.add_argument("--skip-validation", action="store_true", help="do not compare the export with PyTorch (not recommended)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow checkpoints with custom modeling code")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout (no progress bar)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seq2seq-onnx",
+        description="Convert Hugging Face encoder-decoder models (T5, flan-t5, mT5, umT5) to ONNX with "
+        "past key values, in the layout Transformers.js loads, verified token for token against PyTorch.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    conv = sub.add_parser(
+        "convert",
+        help="convert a checkpoint to ONNX (encoder + merged decoder with cache) and verify it",
+        description="Convert a checkpoint to ONNX (encoder + merged decoder with cache) and verify it against PyTorch.",
+        epilog=CONVERT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_convert_args(conv)
+    return parser
+
+
+def _run_convert(source, output, *, as_json: bool, quantize: bool = False, **kwargs) -> int:
+    from .convert import convert
+
+    try:
+        result = convert(source, output, progress=not as_json and sys.stderr.isatty(), **kwargs)
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Seq2SeqOnnxError as err:
+        if as_json:
+            payload = {"error": str(err), "exit_code": err.exit_code}
+            if isinstance(err, VerificationError) and err.report is not None:
+                payload["verification"] = err.report.to_dict()
+            print(json.dumps(payload, indent=2))
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    if quantize:
+        result.notes.append(
+            "--quantize: quantized variants are not produced by this version yet; only the fp32 files were written"
+        )
+    print(json.dumps(result.to_dict(), indent=2) if as_json else format_summary(result))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "convert":
+        return _run_convert(
+            args.source,
+            args.output,
+            as_json=args.json,
+            task=args.task,
+            opset=args.opset,
+            no_past=args.no_past,
+            validate=not args.skip_validation,
+            overwrite=args.overwrite,
+            trust_remote_code=args.trust_remote_code,
+        )
+    return EXIT_USAGE
+
+
+def _flag(value: str | None) -> bool:
+    """HfArgumentParser-style booleans: `--quantize` or `--quantize true`."""
+    if value is None:
+        return True
+    if value.lower() in ("true", "1", "yes", "y"):
+        return True
+    if value.lower() in ("false", "0", "no", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+# Flags of the old script that this tool has no use for; accepted so old commands still run.
+_IGNORED_LEGACY = ("library_name", "variant", "output_attentions", "split_modalities", "custom_onnx_configs",
+                   "skip_onnxslim", "per_channel", "reduce_range", "block_size", "is_symmetric",
+                   "accuracy_level", "quant_type", "op_block_list", "modes", "tokenizer_id")
+
+
+def legacy_main(argv: list[str] | None = None) -> int:
+    """`python -m seq2seq_onnx.convert --model_id ID ...`, as Transformers.js's former scripts/convert.py."""
+    p = argparse.ArgumentParser(
+        prog="python -m seq2seq_onnx.convert",
+        description="Compatibility entry point for Transformers.js's former scripts/convert.py. "
+        "Writes OUTPUT_PARENT_DIR/MODEL_ID/. Prefer `seq2seq-onnx convert`.",
+    )
+    p.add_argument("--model_id", required=True, help="hub model id or local checkpoint folder")
+    p.add_argument("--task", default="auto", help="auto, text2text-generation-with-past or text2text-generation "
+                   "(all export the decoder with past key values)")
+    p.add_argument("--quantize", nargs="?", const=None, default=False, type=_flag, metavar="BOOL",
+                   help="also write quantized variants")
+    p.add_argument("--output_parent_dir", default="./models/", help="parent folder of the output (default: ./models/)")
+    p.add_argument("--opset", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="accepted for compatibility; export runs on the CPU")
+    p.add_argument("--skip_validation", nargs="?", const=None, default=False, type=_flag, metavar="BOOL")
+    p.add_argument("--trust_remote_code", nargs="?", const=None, default=False, type=_flag, metavar="BOOL")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    for name in _IGNORED_LEGACY:
+        p.add_argument(f"--{name}", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quantize is None:
+        args.quantize = True
+    for flag in ("skip_validation", "trust_remote_code"):
+        if getattr(args, flag) is None:
+            setattr(args, flag, True)
+    for name in _IGNORED_LEGACY:
+        if getattr(args, name) is not None:
+            print(f"note: --{name} is not used by seq2seq-onnx and was ignored", file=sys.stderr)
+    if args.device != "cpu":
+        print(f"note: --device {args.device} ignored; the export runs on the CPU", file=sys.stderr)
+
+    from pathlib import Path
+
+    local = Path(args.model_id).expanduser()
+    name = local.resolve().name if local.is_dir() else args.model_id
+    output = Path(args.output_parent_dir) / name
+    return _run_convert(
+        args.model_id,
+        output,
+        as_json=args.json,
+        quantize=args.quantize,
+        task=args.task,
+        opset=args.opset,
+        validate=not args.skip_validation,
+        overwrite=args.overwrite,
+        trust_remote_code=args.trust_remote_code,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

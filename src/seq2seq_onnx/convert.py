@@ -1,0 +1,286 @@
+"""Convert stage: a Hugging Face seq2seq checkpoint to the folder Transformers.js loads.
+
+    out/
+      config.json  generation_config.json  tokenizer.json  tokenizer_config.json
+      special_tokens_map.json  [spiece.model]  seq2seq_onnx.json
+      onnx/encoder_model.onnx  onnx/decoder_model_merged.onnx
+
+Everything is written into a hidden temporary folder beside the output and moved into place
+only after verification passed, so a crash, a mismatch or Ctrl-C never leaves a folder that
+looks complete. Run as `python -m seq2seq_onnx.convert --model_id ...` this module is also the
+old Transformers.js `scripts/convert.py` command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .errors import OutputExistsError, VerificationError
+from .source import TASK_WITH_PAST, resolve_source, resolve_task
+
+ENCODER_FILE = "encoder_model.onnx"
+MERGED_DECODER_FILE = "decoder_model_merged.onnx"
+NO_PAST_DECODER_FILE = "decoder_model.onnx"
+INFO_FILE = "seq2seq_onnx.json"
+
+
+@dataclass
+class ConversionResult:
+    source: str
+    output: Path
+    model_type: str
+    task: str
+    files: dict[str, int] = field(default_factory=dict)  # relative path -> bytes
+    verification: object | None = None  # VerificationReport, or None when skipped
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "output": str(self.output),
+            "model_type": self.model_type,
+            "task": self.task,
+            "files": self.files,
+            "verification": self.verification.to_dict() if self.verification is not None else None,
+            "notes": self.notes,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+class _Stages:
+    """A progress bar over the conversion's stages (stderr; silent when disabled)."""
+
+    def __init__(self, names: list[str], enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=len(names), disable=not enabled, unit="step", file=sys.stderr, leave=False)
+
+    def start(self, name: str) -> None:
+        self.bar.set_description(name)
+
+    def done(self) -> None:
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _check_output(output: Path, source, overwrite: bool) -> None:
+    if source.is_local:
+        src = Path(source.ref).resolve()
+        if output == src or output in src.parents:
+            raise OutputExistsError(f"output {output} would replace the source checkpoint {src}; choose another folder")
+        if src in output.parents:
+            raise OutputExistsError(f"output {output} is inside the source checkpoint {src}; choose a folder outside it")
+    if output.exists() and not overwrite:
+        raise OutputExistsError(f"output folder {output} already exists; pass --overwrite to replace it")
+    if output.exists() and not output.is_dir():
+        raise OutputExistsError(f"output {output} exists and is not a folder")
+
+
+def _copy_json(source: str, name: str, dest: Path) -> bool:
+    from .tokenizer import _find_file
+
+    found = _find_file(source, name)
+    if found is None:
+        return False
+    shutil.copyfile(found, dest / name)
+    return True
+
+
+def _write_configs(source, model, dest: Path, external: dict[str, bool]) -> None:
+    """config.json as the source has it (transformers 5 rewrites T5's tie/scale fields), plus what Transformers.js needs."""
+    if not _copy_json(source.ref, "config.json", dest):
+        model.config.save_pretrained(dest)
+    if any(external.values()):
+        path = dest / "config.json"
+        cfg = json.loads(path.read_text())
+        tjs = cfg.setdefault("transformers.js_config", {})
+        tjs["use_external_data_format"] = {name: True for name, ext in external.items() if ext}
+        path.write_text(json.dumps(cfg, indent=2) + "\n")
+    if not _copy_json(source.ref, "generation_config.json", dest):
+        from transformers import GenerationConfig
+
+        GenerationConfig.from_model_config(model.config).save_pretrained(dest)
+
+
+def _load_model(source, trust_remote_code: bool):
+    import torch
+    from transformers import AutoModelForSeq2SeqLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    model = AutoModelForSeq2SeqLM.from_pretrained(
+        source.ref,
+        attn_implementation="eager",  # sdpa breaks both exporters on transformers 5
+        dtype=torch.float32,
+        trust_remote_code=trust_remote_code,
+    )
+    return model.eval()
+
+
+def _export_graphs(model, layout, onnx_dir: Path, work: Path, with_past: bool, opset: int, stages) -> dict[str, bool]:
+    import onnx
+
+    from .export import export_decoder, export_encoder
+    from .merge import merge_decoders
+    from .onnx_io import save_model
+
+    external = {}
+    stages.start("exporting encoder")
+    export_encoder(model, work / "encoder.onnx", opset)
+    external[ENCODER_FILE] = save_model(onnx.load(str(work / "encoder.onnx")), onnx_dir / ENCODER_FILE)
+    stages.done()
+
+    stages.start("exporting decoder")
+    export_decoder(model, layout, work / "decoder.onnx", with_past=False, opset=opset)
+    stages.done()
+    if not with_past:
+        external[NO_PAST_DECODER_FILE] = save_model(onnx.load(str(work / "decoder.onnx")), onnx_dir / NO_PAST_DECODER_FILE)
+        return external
+
+    stages.start("exporting decoder with past")
+    export_decoder(model, layout, work / "decoder_with_past.onnx", with_past=True, opset=opset)
+    stages.done()
+
+    stages.start("merging decoders")
+    merged = merge_decoders(onnx.load(str(work / "decoder.onnx")), onnx.load(str(work / "decoder_with_past.onnx")))
+    onnx.checker.check_model(merged)  # graph structure only; verification runs it
+    external[MERGED_DECODER_FILE] = save_model(merged, onnx_dir / MERGED_DECODER_FILE)
+    stages.done()
+    return external
+
+
+def _put_in_place(tmp: Path, output: Path) -> None:
+    """Move the finished temporary folder to `output`, replacing an old one only at the very end."""
+    old = None
+    if output.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+        os.rmdir(old)
+        os.replace(output, old)
+    os.replace(tmp, output)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def convert(
+    source: str,
+    output: str | os.PathLike,
+    *,
+    task: str = "auto",
+    opset: int | None = None,
+    no_past: bool = False,
+    validate: bool = True,
+    overwrite: bool = False,
+    trust_remote_code: bool = False,
+    progress: bool = True,
+    max_new_tokens: int | None = None,
+) -> ConversionResult:
+    """Export `source` (hub id or local folder) to `output`, verify it, and put it in place.
+
+    Raises Seq2SeqOnnxError subclasses with a user-readable message; VerificationError
+    carries the report. On any failure `output` is left as it was.
+    """
+    from .export import DEFAULT_OPSET
+    from .tokenizer import write_tokenizer_files
+    from .verify import DEFAULT_MAX_NEW_TOKENS, verify_export
+
+    started = time.perf_counter()
+    opset = opset or DEFAULT_OPSET
+    with_past, notes = resolve_task(task, no_past)
+    src = resolve_source(source, trust_remote_code=trust_remote_code)
+    output = Path(output).expanduser().resolve()
+    _check_output(output, src, overwrite)
+    result = ConversionResult(
+        source=source,
+        output=output,
+        model_type=src.model_type,
+        task=TASK_WITH_PAST if with_past else "text2text-generation (no past)",
+        notes=notes,
+    )
+
+    stage_names = ["loading model", "exporting encoder", "exporting decoder"]
+    stage_names += ["exporting decoder with past", "merging decoders"] if with_past else []
+    stage_names += ["writing tokenizer and configs"] + (["verifying against PyTorch"] if validate else [])
+    stages = _Stages(stage_names, enabled=progress)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        stages.start("loading model")
+        model = _load_model(src, trust_remote_code)
+        layout = src.family.cache_layout(model.config)
+        stages.done()
+
+        onnx_dir = tmp / "onnx"
+        onnx_dir.mkdir()
+        with tempfile.TemporaryDirectory(prefix="seq2seq-onnx-work-") as work:
+            external = _export_graphs(model, layout, onnx_dir, Path(work), with_past, opset, stages)
+
+        stages.start("writing tokenizer and configs")
+        _write_configs(src, model, tmp, external)
+        result.notes += write_tokenizer_files(src.ref, tmp, trust_remote_code=trust_remote_code)
+        stages.done()
+
+        decoder_file = MERGED_DECODER_FILE if with_past else NO_PAST_DECODER_FILE
+        if validate:
+            stages.start("verifying against PyTorch")
+            report = verify_export(tmp, model, decoder_file, max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
+            result.verification = report
+            stages.done()
+            if not report.passed:
+                raise VerificationError(
+                    "the ONNX export does not reproduce PyTorch's greedy tokens; nothing was written to "
+                    f"{output}\n{report.summary()}",
+                    report,
+                )
+        else:
+            result.notes.append("verification skipped (--skip-validation): the export was not compared with PyTorch")
+
+        info = {
+            "source": source if not src.is_local else src.ref,
+            "model_type": src.model_type,
+            "task": result.task,
+            "opset": opset,
+            "seq2seq_onnx_version": __version__,
+            "versions": _versions(),
+            "verification": result.verification.to_dict() if result.verification is not None else None,
+        }
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        result.files = {
+            str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()
+        }
+        _put_in_place(tmp, output)
+    finally:
+        stages.close()
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "transformers", "onnx", "onnxruntime", "tokenizers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+if __name__ == "__main__":
+    from .cli import legacy_main
+
+    sys.exit(legacy_main())

@@ -1,0 +1,114 @@
+"""Where a checkpoint comes from (a local folder or a hub id), what it is, and which task it gets."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import SourceNotFoundError, UnsupportedModelError
+from .families import ModelFamily, family_for, suggest_checkpoint, supported_model_types
+
+TASK_AUTO = "auto"
+TASK_WITH_PAST = "text2text-generation-with-past"
+TASK_NO_PAST_NAME = "text2text-generation"
+TASKS = (TASK_AUTO, TASK_WITH_PAST, TASK_NO_PAST_NAME)
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+
+@dataclass
+class Source:
+    """A resolved checkpoint: `ref` is what transformers' from_pretrained takes."""
+
+    ref: str
+    is_local: bool
+    config: object  # transformers PretrainedConfig
+    family: ModelFamily
+
+    @property
+    def name(self) -> str:
+        """Folder name for outputs: the hub id as given, or the local folder's name."""
+        return Path(self.ref).name if self.is_local else self.ref
+
+    @property
+    def model_type(self) -> str:
+        return self.config.model_type
+
+
+def _not_found(source: str, reason: str) -> SourceNotFoundError:
+    hint = suggest_checkpoint(source)
+    msg = f"cannot find model {source!r}: {reason}"
+    if hint:
+        msg += f"\ndid you mean {hint}?"
+    return SourceNotFoundError(msg)
+
+
+def _load_config(source: str, trust_remote_code: bool):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        text = str(err)
+        if "does not recognize this architecture" in text or "model_type" in text and "Unrecognized" in text:
+            raise UnsupportedModelError(
+                f"{source}: transformers does not know this architecture ({text.splitlines()[0]})"
+            ) from None
+        if "trust_remote_code" in text:
+            raise UnsupportedModelError(
+                f"{source} uses custom code; pass --trust-remote-code if you trust it"
+            ) from None
+        return None
+
+
+def resolve_source(source: str, trust_remote_code: bool = False) -> Source:
+    """Find SOURCE as a local folder or hub id, load its config, and check we can export it."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise SourceNotFoundError(f"{source} is a folder but has no config.json: not a Hugging Face checkpoint")
+        ref, is_local = str(path.resolve()), True
+        config = _load_config(ref, trust_remote_code)
+        if config is None:
+            raise SourceNotFoundError(f"cannot read the config of {source}")
+    elif path.exists():
+        raise SourceNotFoundError(f"{source} is a file; give the checkpoint's folder or a hub id")
+    else:
+        looks_like_path = source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source
+        if looks_like_path or not _REPO_ID.match(source):
+            raise _not_found(source, "no such folder")
+        ref, is_local = source, False
+        config = _load_config(source, trust_remote_code)
+        if config is None:
+            raise _not_found(source, "not a local folder, and the Hugging Face hub has no such model or cannot be reached")
+
+    family = family_for(config.model_type)
+    if family is None:
+        kind = "an encoder-decoder" if getattr(config, "is_encoder_decoder", False) else "not an encoder-decoder (seq2seq)"
+        raise UnsupportedModelError(
+            f"{source} is a {config.model_type!r} model, {kind} architecture we can export. "
+            f"Supported model types: {', '.join(supported_model_types())}."
+        )
+    return Source(ref=ref, is_local=is_local, config=config, family=family)
+
+
+def resolve_task(task: str, no_past: bool) -> tuple[bool, list[str]]:
+    """Return (with_past, notes). The cache is kept unless --no-past is explicit."""
+    if task not in TASKS:
+        raise UnsupportedModelError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+    notes = []
+    if no_past:
+        notes.append(
+            "--no-past: the decoder is written as onnx/decoder_model.onnx without a key/value cache. "
+            "Transformers.js cannot load it (it needs decoder_model_merged.onnx), and renaming it "
+            "to that name makes its output repeat from the second token on."
+        )
+        return False, notes
+    if task == TASK_NO_PAST_NAME:
+        notes.append(
+            "task text2text-generation: exporting with past key values anyway "
+            "(text2text-generation-with-past), because Transformers.js feeds the decoder one token "
+            "per step and a decoder without cache repeats tokens. Use --no-past to really drop the cache."
+        )
+    return True, notes

@@ -1,0 +1,107 @@
+"""Tokenizer files: `tokenizer.json` always written, and proven to tokenize like sentencepiece.
+
+Transformers.js reads only `tokenizer.json` and `tokenizer_config.json`. Many T5-family
+checkpoints ship only `spiece.model`, and a careless conversion to `tokenizer.json` drops the
+leading `▁` piece, so ids differ from the model's training. We load with transformers'
+AutoTokenizer (which converts sentencepiece correctly on transformers 5), save, and then check
+the written `tokenizer.json` against the sentencepiece model itself on probe texts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import TokenizerMismatchError
+
+PROBE_TEXTS = (
+    "translate English to German: The house is wonderful.",
+    "Hello world!",
+    " leading space and  double  spaces",
+    "Numbers 12345 and 3.14, symbols #@%&*; quotes 'single' \"double\"",
+    "Ünïcödé àccents, ß, and 東京",
+    "summarize: studies have shown that owning a dog is good for you",
+)
+
+# Keys transformers 5 writes into tokenizer_config.json that describe the save, not the tokenizer.
+_LOCAL_KEYS = ("is_local", "local_files_only")
+
+
+def _find_file(source: str, name: str, **hub_kwargs) -> Path | None:
+    from transformers.utils import cached_file
+
+    path = cached_file(
+        source,
+        name,
+        _raise_exceptions_for_missing_entries=False,
+        _raise_exceptions_for_connection_errors=False,
+        **hub_kwargs,
+    )
+    return Path(path) if path else None
+
+
+def sentencepiece_mismatches(tokenizer_json: Path, spiece_model: Path) -> list[str]:
+    """Probe texts on which tokenizer.json and sentencepiece (+ eos) give different ids."""
+    import sentencepiece as spm
+    from tokenizers import Tokenizer
+
+    sp = spm.SentencePieceProcessor(model_file=str(spiece_model))
+    fast = Tokenizer.from_file(str(tokenizer_json))
+    problems = []
+    for text in PROBE_TEXTS:
+        expected = sp.encode(text) + ([sp.eos_id()] if sp.eos_id() >= 0 else [])
+        got = fast.encode(text).ids
+        if got != expected:
+            problems.append(f"{text!r}: sentencepiece {expected} vs tokenizer.json {got}")
+    return problems
+
+
+def _save(tokenizer, out_dir: Path) -> None:
+    tokenizer.save_pretrained(out_dir)
+    cfg_path = out_dir / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    for key in _LOCAL_KEYS:
+        cfg.pop(key, None)
+    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
+    special = {k: v for k, v in tokenizer.special_tokens_map.items() if v}
+    (out_dir / "special_tokens_map.json").write_text(json.dumps(special, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_tokenizer_files(source: str, out_dir: Path, trust_remote_code: bool = False) -> list[str]:
+    """Write tokenizer.json, tokenizer_config.json, special_tokens_map.json (and spiece.model).
+
+    Returns notes for the user (e.g. that the source's own tokenizer.json had to be rebuilt).
+    Raises TokenizerMismatchError if no tokenizer.json we can make agrees with spiece.model.
+    """
+    from transformers import AutoTokenizer
+
+    notes: list[str] = []
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    _save(tokenizer, out_dir)
+    if not (out_dir / "tokenizer.json").exists():
+        raise TokenizerMismatchError(
+            f"the tokenizer of {source} ({type(tokenizer).__name__}) cannot be saved as tokenizer.json, "
+            "which Transformers.js needs"
+        )
+    spiece = _find_file(source, "spiece.model")
+    if spiece is None:
+        return notes
+    shutil.copyfile(spiece, out_dir / "spiece.model")
+    problems = sentencepiece_mismatches(out_dir / "tokenizer.json", spiece)
+    if problems and _find_file(source, "tokenizer.json") is not None:
+        # The source's own tokenizer.json is wrong (a known failure of older conversions):
+        # rebuild it from spiece.model alone.
+        notes.append(f"the source's tokenizer.json disagrees with its spiece.model; rebuilt it from spiece.model")
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copyfile(spiece, Path(tmp) / "spiece.model")
+            shutil.copyfile(out_dir / "tokenizer_config.json", Path(tmp) / "tokenizer_config.json")
+            _save(AutoTokenizer.from_pretrained(tmp), out_dir)
+        problems = sentencepiece_mismatches(out_dir / "tokenizer.json", spiece)
+    if problems:
+        raise TokenizerMismatchError(
+            "tokenizer.json does not tokenize like spiece.model, so the exported model would get wrong ids:\n  "
+            + "\n  ".join(problems)
+        )
+    return notes
