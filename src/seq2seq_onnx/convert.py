@@ -228,7 +228,9 @@ def convert(
 
         stages.start("writing tokenizer and configs")
         _write_configs(src, model, tmp, external)
-        result.notes += write_tokenizer_files(src.ref, tmp, trust_remote_code=trust_remote_code)
+        result.notes += write_tokenizer_files(
+            src.ref, tmp, src.family.sentencepiece_tokenizer, trust_remote_code=trust_remote_code
+        )
         stages.done()
 
         decoder_file = MERGED_DECODER_FILE if with_past else NO_PAST_DECODER_FILE

@@ -26,6 +26,10 @@ class ModelFamily:
     model_types: tuple[str, ...]
     # Known hub checkpoints, by the bare name people type (used for "did you mean ...?").
     hub_checkpoints: dict[str, str] = field(default_factory=dict)
+    # transformers tokenizer class that converts the family's sentencepiece model, for
+    # checkpoints whose AutoTokenizer mapping cannot (transformers 5 maps umt5 to a class
+    # that needs tokenizer.json).
+    sentencepiece_tokenizer: str | None = None
 
     def cache_layout(self, config) -> CacheLayout:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -47,6 +51,7 @@ def _names(org: str, prefix: str, sizes: tuple[str, ...]) -> dict[str, str]:
 T5 = T5Family(
     name="T5",
     model_types=("t5", "mt5", "umt5"),
+    sentencepiece_tokenizer="T5Tokenizer",
     hub_checkpoints={
         **_names("google-t5", "t5", ("small", "base", "large", "3b", "11b")),
         **_names("google", "flan-t5", ("small", "base", "large", "xl", "xxl")),

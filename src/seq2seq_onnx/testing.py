@@ -77,7 +77,7 @@ def build_model(
     the converter has to make `tokenizer.json` itself.
     """
     import torch
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, GenerationConfig, T5Tokenizer
 
     folder = Path(folder)
     spec = VARIANTS[variant]
@@ -134,5 +134,5 @@ def build_model(
         )
     )
     if tokenizer_json:
-        AutoTokenizer.from_pretrained(folder).save_pretrained(folder)
+        T5Tokenizer.from_pretrained(folder).save_pretrained(folder)
     return folder

@@ -69,16 +69,32 @@ def _save(tokenizer, out_dir: Path) -> None:
     (out_dir / "special_tokens_map.json").write_text(json.dumps(special, indent=2, ensure_ascii=False) + "\n")
 
 
-def write_tokenizer_files(source: str, out_dir: Path, trust_remote_code: bool = False) -> list[str]:
-    """Write tokenizer.json, tokenizer_config.json, special_tokens_map.json (and spiece.model).
-
-    Returns notes for the user (e.g. that the source's own tokenizer.json had to be rebuilt).
-    Raises TokenizerMismatchError if no tokenizer.json we can make agrees with spiece.model.
-    """
+def _load(source: str, sentencepiece_class: str | None, trust_remote_code: bool, prefer_sentencepiece: bool = False):
+    import transformers
     from transformers import AutoTokenizer
 
+    fallback = getattr(transformers, sentencepiece_class) if sentencepiece_class else None
+    if prefer_sentencepiece and fallback is not None:
+        return fallback.from_pretrained(source)
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (ValueError, OSError, TypeError) as err:
+        if fallback is None or _find_file(source, "spiece.model") is None:
+            raise TokenizerMismatchError(f"cannot load the tokenizer of {source}: {err}") from None
+        return fallback.from_pretrained(source)
+
+
+def write_tokenizer_files(
+    source: str, out_dir: Path, sentencepiece_class: str | None = None, trust_remote_code: bool = False
+) -> list[str]:
+    """Write tokenizer.json, tokenizer_config.json, special_tokens_map.json (and spiece.model).
+
+    `sentencepiece_class` names the transformers class that can convert the family's
+    spiece.model when AutoTokenizer cannot. Returns notes for the user (e.g. that the source's own tokenizer.json had to be rebuilt).
+    Raises TokenizerMismatchError if no tokenizer.json we can make agrees with spiece.model.
+    """
     notes: list[str] = []
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    tokenizer = _load(source, sentencepiece_class, trust_remote_code)
     _save(tokenizer, out_dir)
     if not (out_dir / "tokenizer.json").exists():
         raise TokenizerMismatchError(
@@ -93,11 +109,11 @@ def write_tokenizer_files(source: str, out_dir: Path, trust_remote_code: bool = 
     if problems and _find_file(source, "tokenizer.json") is not None:
         # The source's own tokenizer.json is wrong (a known failure of older conversions):
         # rebuild it from spiece.model alone.
-        notes.append(f"the source's tokenizer.json disagrees with its spiece.model; rebuilt it from spiece.model")
+        notes.append("the source's tokenizer.json disagrees with its spiece.model; rebuilt it from spiece.model")
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copyfile(spiece, Path(tmp) / "spiece.model")
             shutil.copyfile(out_dir / "tokenizer_config.json", Path(tmp) / "tokenizer_config.json")
-            _save(AutoTokenizer.from_pretrained(tmp), out_dir)
+            _save(_load(tmp, sentencepiece_class, False, prefer_sentencepiece=True), out_dir)
         problems = sentencepiece_mismatches(out_dir / "tokenizer.json", spiece)
     if problems:
         raise TokenizerMismatchError(

@@ -1,0 +1,34 @@
+import os
+
+import pytest
+
+from seq2seq_onnx.testing import build_model
+
+# The hub is never reachable here; make transformers fail fast instead of retrying.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def make_model(tmp_path_factory):
+    """Build (once per session) a random-weight checkpoint folder: make_model(variant, **config)."""
+    cache = {}
+
+    def make(variant="flan-t5", **kwargs):
+        key = (variant, tuple(sorted(kwargs.items())))
+        if key not in cache:
+            name = variant + "".join(f"-{k}{v}" for k, v in sorted(kwargs.items()))
+            cache[key] = build_model(tmp_path_factory.mktemp(name) / "model", variant, **kwargs)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def converted(make_model, tmp_path_factory):
+    """A converted (and verified) tiny flan-t5 export folder, shared by read-only tests."""
+    from seq2seq_onnx.convert import convert
+
+    src = make_model("flan-t5")
+    out = tmp_path_factory.mktemp("converted") / "flan-t5-tiny"
+    convert(str(src), out, progress=False)
+    return out
