@@ -87,10 +87,10 @@ def _check_output(output: Path, source, overwrite: bool) -> None:
         raise OutputExistsError(f"output {output} exists and is not a folder")
 
 
-def _copy_json(source: str, name: str, dest: Path) -> bool:
-    from .tokenizer import _find_file
+def _copy_file(source, name: str, dest: Path) -> bool:
+    from .tokenizer import find_file
 
-    found = _find_file(source, name)
+    found = find_file(source.ref, name, **source.hub_kwargs)
     if found is None:
         return False
     shutil.copyfile(found, dest / name)
@@ -99,7 +99,7 @@ def _copy_json(source: str, name: str, dest: Path) -> bool:
 
 def _write_configs(source, model, dest: Path, external: dict[str, bool]) -> None:
     """config.json as the source has it (transformers 5 rewrites T5's tie/scale fields), plus what Transformers.js needs."""
-    if not _copy_json(source.ref, "config.json", dest):
+    if not _copy_file(source, "config.json", dest):
         model.config.save_pretrained(dest)
     if any(external.values()):
         path = dest / "config.json"
@@ -107,7 +107,7 @@ def _write_configs(source, model, dest: Path, external: dict[str, bool]) -> None
         tjs = cfg.setdefault("transformers.js_config", {})
         tjs["use_external_data_format"] = {name: True for name, ext in external.items() if ext}
         path.write_text(json.dumps(cfg, indent=2) + "\n")
-    if not _copy_json(source.ref, "generation_config.json", dest):
+    if not _copy_file(source, "generation_config.json", dest):
         from transformers import GenerationConfig
 
         GenerationConfig.from_model_config(model.config).save_pretrained(dest)
@@ -125,6 +125,7 @@ def _load_model(source, trust_remote_code: bool):
         attn_implementation="eager",  # sdpa breaks both exporters on transformers 5
         dtype=torch.float32,
         trust_remote_code=trust_remote_code,
+        **source.hub_kwargs,
     )
     return model.eval()
 
@@ -229,7 +230,7 @@ def convert(
         stages.start("writing tokenizer and configs")
         _write_configs(src, model, tmp, external)
         result.notes += write_tokenizer_files(
-            src.ref, tmp, src.family.sentencepiece_tokenizer, trust_remote_code=trust_remote_code
+            src.ref, tmp, src.family.sentencepiece_tokenizer, trust_remote_code=trust_remote_code, **src.hub_kwargs
         )
         stages.done()
 

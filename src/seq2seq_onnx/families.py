@@ -87,7 +87,9 @@ def suggest_checkpoint(name: str) -> str | None:
     table = {k: v for family in FAMILIES for k, v in family.hub_checkpoints.items()}
     table.update(_PLANNED_CHECKPOINTS)
     key = name.strip().rstrip("/").split("/")[-1].lower()
-    if key in table and table[key] != name:
-        return table[key]
-    close = difflib.get_close_matches(key, list(table), n=1, cutoff=0.85)
-    return table[close[0]] if close else None
+    if key in table:
+        found = table[key]
+    else:
+        close = difflib.get_close_matches(key, list(table), n=1, cutoff=0.85)
+        found = table[close[0]] if close else None
+    return found if found != name else None

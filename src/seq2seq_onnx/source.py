@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
 from pathlib import Path
 
 from .errors import SourceNotFoundError, UnsupportedModelError
@@ -25,6 +27,9 @@ class Source:
     is_local: bool
     config: object  # transformers PretrainedConfig
     family: ModelFamily
+    # Extra from_pretrained arguments: {"local_files_only": True} when the hub is out of reach
+    # and the checkpoint comes from the local Hugging Face cache.
+    hub_kwargs: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -44,11 +49,25 @@ def _not_found(source: str, reason: str) -> SourceNotFoundError:
     return SourceNotFoundError(msg)
 
 
-def _load_config(source: str, trust_remote_code: bool):
+def hub_reachable(timeout: float = 5.0) -> bool:
+    """A quick TCP check of the hub endpoint, so that an offline machine fails in seconds, not after retries."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _load_config(source: str, trust_remote_code: bool, **hub_kwargs):
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, **hub_kwargs)
     except (OSError, ValueError) as err:
         text = str(err)
         if "does not recognize this architecture" in text or "model_type" in text and "Unrecognized" in text:
@@ -65,6 +84,7 @@ def _load_config(source: str, trust_remote_code: bool):
 def resolve_source(source: str, trust_remote_code: bool = False) -> Source:
     """Find SOURCE as a local folder or hub id, load its config, and check we can export it."""
     path = Path(source).expanduser()
+    hub_kwargs: dict = {}
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise SourceNotFoundError(f"{source} is a folder but has no config.json: not a Hugging Face checkpoint")
@@ -79,9 +99,14 @@ def resolve_source(source: str, trust_remote_code: bool = False) -> Source:
         if looks_like_path or not _REPO_ID.match(source):
             raise _not_found(source, "no such folder")
         ref, is_local = source, False
-        config = _load_config(source, trust_remote_code)
+        online = hub_reachable()
+        hub_kwargs = {} if online else {"local_files_only": True}
+        config = _load_config(source, trust_remote_code, **hub_kwargs)
         if config is None:
-            raise _not_found(source, "not a local folder, and the Hugging Face hub has no such model or cannot be reached")
+            where = "the Hugging Face hub has no such model" if online else (
+                "not in the local Hugging Face cache, and the hub cannot be reached from this machine"
+            )
+            raise _not_found(source, f"not a local folder; {where}")
 
     family = family_for(config.model_type)
     if family is None:
@@ -90,7 +115,7 @@ def resolve_source(source: str, trust_remote_code: bool = False) -> Source:
             f"{source} is a {config.model_type!r} model, {kind} architecture we can export. "
             f"Supported model types: {', '.join(supported_model_types())}."
         )
-    return Source(ref=ref, is_local=is_local, config=config, family=family)
+    return Source(ref=ref, is_local=is_local, config=config, family=family, hub_kwargs=hub_kwargs)
 
 
 def resolve_task(task: str, no_past: bool) -> tuple[bool, list[str]]:

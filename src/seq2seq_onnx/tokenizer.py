@@ -29,7 +29,8 @@ PROBE_TEXTS = (
 _LOCAL_KEYS = ("is_local", "local_files_only")
 
 
-def _find_file(source: str, name: str, **hub_kwargs) -> Path | None:
+def find_file(source: str, name: str, local_files_only: bool = False) -> Path | None:
+    """A file of a local folder or hub checkpoint, or None when the checkpoint has no such file."""
     from transformers.utils import cached_file
 
     path = cached_file(
@@ -37,7 +38,7 @@ def _find_file(source: str, name: str, **hub_kwargs) -> Path | None:
         name,
         _raise_exceptions_for_missing_entries=False,
         _raise_exceptions_for_connection_errors=False,
-        **hub_kwargs,
+        local_files_only=local_files_only,
     )
     return Path(path) if path else None
 
@@ -69,7 +70,7 @@ def _save(tokenizer, out_dir: Path) -> None:
     (out_dir / "special_tokens_map.json").write_text(json.dumps(special, indent=2, ensure_ascii=False) + "\n")
 
 
-def _load(source: str, sentencepiece_class: str | None, trust_remote_code: bool, prefer_sentencepiece: bool = False):
+def _load(source: str, sentencepiece_class: str | None, prefer_sentencepiece: bool = False, **load_kwargs):
     import transformers
     from transformers import AutoTokenizer
 
@@ -77,15 +78,20 @@ def _load(source: str, sentencepiece_class: str | None, trust_remote_code: bool,
     if prefer_sentencepiece and fallback is not None:
         return fallback.from_pretrained(source)
     try:
-        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(source, **load_kwargs)
     except (ValueError, OSError, TypeError) as err:
-        if fallback is None or _find_file(source, "spiece.model") is None:
+        local_only = load_kwargs.get("local_files_only", False)
+        if fallback is None or find_file(source, "spiece.model", local_only) is None:
             raise TokenizerMismatchError(f"cannot load the tokenizer of {source}: {err}") from None
-        return fallback.from_pretrained(source)
+        return fallback.from_pretrained(source, local_files_only=local_only)
 
 
 def write_tokenizer_files(
-    source: str, out_dir: Path, sentencepiece_class: str | None = None, trust_remote_code: bool = False
+    source: str,
+    out_dir: Path,
+    sentencepiece_class: str | None = None,
+    trust_remote_code: bool = False,
+    local_files_only: bool = False,
 ) -> list[str]:
     """Write tokenizer.json, tokenizer_config.json, special_tokens_map.json (and spiece.model).
 
@@ -94,26 +100,26 @@ def write_tokenizer_files(
     Raises TokenizerMismatchError if no tokenizer.json we can make agrees with spiece.model.
     """
     notes: list[str] = []
-    tokenizer = _load(source, sentencepiece_class, trust_remote_code)
+    tokenizer = _load(source, sentencepiece_class, trust_remote_code=trust_remote_code, local_files_only=local_files_only)
     _save(tokenizer, out_dir)
     if not (out_dir / "tokenizer.json").exists():
         raise TokenizerMismatchError(
             f"the tokenizer of {source} ({type(tokenizer).__name__}) cannot be saved as tokenizer.json, "
             "which Transformers.js needs"
         )
-    spiece = _find_file(source, "spiece.model")
+    spiece = find_file(source, "spiece.model", local_files_only)
     if spiece is None:
         return notes
     shutil.copyfile(spiece, out_dir / "spiece.model")
     problems = sentencepiece_mismatches(out_dir / "tokenizer.json", spiece)
-    if problems and _find_file(source, "tokenizer.json") is not None:
+    if problems and find_file(source, "tokenizer.json", local_files_only) is not None:
         # The source's own tokenizer.json is wrong (a known failure of older conversions):
         # rebuild it from spiece.model alone.
         notes.append("the source's tokenizer.json disagrees with its spiece.model; rebuilt it from spiece.model")
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copyfile(spiece, Path(tmp) / "spiece.model")
             shutil.copyfile(out_dir / "tokenizer_config.json", Path(tmp) / "tokenizer_config.json")
-            _save(_load(tmp, sentencepiece_class, False, prefer_sentencepiece=True), out_dir)
+            _save(_load(tmp, sentencepiece_class, prefer_sentencepiece=True), out_dir)
         problems = sentencepiece_mismatches(out_dir / "tokenizer.json", spiece)
     if problems:
         raise TokenizerMismatchError(

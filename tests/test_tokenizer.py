@@ -1,0 +1,65 @@
+"""tokenizer.json must tokenize exactly like the checkpoint's sentencepiece model."""
+
+import json
+import shutil
+
+import pytest
+
+from seq2seq_onnx.errors import TokenizerMismatchError
+from seq2seq_onnx.tokenizer import PROBE_TEXTS, sentencepiece_mismatches, write_tokenizer_files
+
+
+def _sentencepiece_ids(spiece, text):
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(spiece))
+    return sp.encode(text) + [sp.eos_id()]
+
+
+@pytest.mark.parametrize("variant", ["flan-t5", "umt5"])
+def test_tokenizer_json_made_from_spiece_model(make_model, tmp_path, variant):
+    from tokenizers import Tokenizer
+
+    src = make_model(variant, tokenizer_json=False)
+    assert not (src / "tokenizer.json").exists()
+    write_tokenizer_files(str(src), tmp_path, "T5Tokenizer")
+    fast = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    for text in PROBE_TEXTS + ("the house", "A"):
+        assert fast.encode(text).ids == _sentencepiece_ids(src / "spiece.model", text)
+    # the leading '▁' piece is the classic casualty of a careless conversion
+    assert fast.encode("the house").ids[0] == _sentencepiece_ids(src / "spiece.model", "the house")[0]
+    for name in ("tokenizer_config.json", "special_tokens_map.json", "spiece.model"):
+        assert (tmp_path / name).is_file()
+    special = json.loads((tmp_path / "special_tokens_map.json").read_text())
+    assert special["eos_token"] == "</s>" and special["pad_token"] == "<pad>"
+    assert "is_local" not in json.loads((tmp_path / "tokenizer_config.json").read_text())
+
+
+def _break_piece_scores(tokenizer_json):
+    """Make the unigram model prefer single characters, as a stale or hand-edited tokenizer.json might."""
+    data = json.loads(tokenizer_json.read_text())
+    for entry in data["model"]["vocab"]:
+        if len(entry[0]) > 2:
+            entry[1] = -50.0
+    tokenizer_json.write_text(json.dumps(data))
+
+
+def test_broken_source_tokenizer_json_is_rebuilt(make_model, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(make_model("flan-t5"), src)
+    _break_piece_scores(src / "tokenizer.json")
+    assert sentencepiece_mismatches(src / "tokenizer.json", src / "spiece.model")  # really broken
+
+    out = tmp_path / "out"
+    out.mkdir()
+    notes = write_tokenizer_files(str(src), out, "T5Tokenizer")
+    assert any("rebuilt it from spiece.model" in n for n in notes)
+    assert sentencepiece_mismatches(out / "tokenizer.json", src / "spiece.model") == []
+
+
+def test_unfixable_mismatch_is_an_error(make_model, tmp_path, monkeypatch):
+    import seq2seq_onnx.tokenizer as tok
+
+    monkeypatch.setattr(tok, "sentencepiece_mismatches", lambda *a: ["'x': sentencepiece [1] vs tokenizer.json [2]"])
+    with pytest.raises(TokenizerMismatchError, match="does not tokenize like spiece.model"):
+        write_tokenizer_files(str(make_model("flan-t5")), tmp_path, "T5Tokenizer")
