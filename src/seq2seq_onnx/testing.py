@@ -95,13 +95,17 @@ def build_model(
     torch.manual_seed(seed)
     model = AutoModelForSeq2SeqLM.from_config(config).eval()
     with torch.no_grad():
-        # Default init gives near-uniform logits; a wider spread makes greedy ties (which
-        # would make parity depend on float noise) vanishingly rare, like in trained models.
+        # Unit-variance activations everywhere, attention scores of unit scale (T5 has no
+        # 1/sqrt(d) in attention, so the query carries it), and logits spread over a few units:
+        # greedy ties are then vanishingly rare, and the model is as well conditioned as a
+        # trained one (too sharp a softmax makes fp32 rounding flip tokens in PyTorch itself).
         for name, param in model.named_parameters():
             if "relative_attention_bias" in name:
                 param.normal_(0.0, 1.0)
             elif "layer_norm" in name:
                 param.normal_(1.0, 0.1)
+            elif name.endswith((".q.weight",)):
+                param.normal_(0.0, (param.shape[-1] * config.d_kv) ** -0.5)
             else:
                 param.normal_(0.0, 1.0 / max(param.shape[-1], 1) ** 0.5)
         if not spec["tied"]:
