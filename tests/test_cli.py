@@ -177,3 +177,19 @@ def test_hub_id_from_local_cache_offline(make_model, tmp_path):
     out = tmp_path / "models" / "testorg" / "tiny-flan-t5"
     assert (out / "onnx" / "decoder_model_merged.onnx").is_file()
     assert json.loads((out / "seq2seq_onnx.json").read_text())["source"] == "testorg/tiny-flan-t5"
+
+
+@pytest.mark.parametrize("opset", [14, 20])
+def test_other_opsets_convert_and_verify(capsys, make_model, tmp_path, opset):
+    import onnx
+
+    code, stdout, _ = run(capsys, make_model(), "-o", tmp_path / "out", "--opset", opset, "--json")
+    assert code == 0 and json.loads(stdout)["verification"]["passed"]
+    model = onnx.load(str(tmp_path / "out" / "onnx" / "decoder_model_merged.onnx"))
+    assert {o.domain: o.version for o in model.opset_import}[""] == opset
+
+
+def test_unsupported_opset_is_refused_before_work(capsys, make_model, tmp_path):
+    code, _, err = run(capsys, make_model(), "-o", tmp_path / "out", "--opset", 7)
+    assert code == 2 and "opset 7 is not supported; use 12 to 23" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()

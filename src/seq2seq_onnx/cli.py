@@ -18,7 +18,7 @@ The output folder holds onnx/encoder_model.onnx and onnx/decoder_model_merged.on
 key/value cache, one graph for the first and later steps), config.json, generation_config.json
 and the tokenizer files: what Transformers.js (`@huggingface/transformers`) loads.
 
-exit codes: 0 converted and verified; 1 the export does not match PyTorch (nothing written);
+exit codes: 0 converted and verified; 1 the export failed or does not match PyTorch (nothing written);
 2 bad input (unknown model, unsupported architecture, output in the way); 130 interrupted.
 """
 
@@ -69,7 +69,7 @@ def _add_convert_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-past", action="store_true", help="export a decoder without cache as onnx/decoder_model.onnx "
                    "(Transformers.js cannot use it; for other runtimes only)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 17)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset, 12 to 23 (default: 17)")
     p.add_argument("--skip-validation", action="store_true", help="do not compare the export with PyTorch (not recommended)")
     p.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
     p.add_argument("--trust-remote-code", action="store_true", help="allow checkpoints with custom modeling code")

@@ -192,12 +192,13 @@ def convert(
     Raises Seq2SeqOnnxError subclasses with a user-readable message; VerificationError
     carries the report. On any failure `output` is left as it was.
     """
-    from .export import DEFAULT_OPSET
+    from .export import DEFAULT_OPSET, check_opset
     from .tokenizer import write_tokenizer_files
     from .verify import DEFAULT_MAX_NEW_TOKENS, verify_export
 
     started = time.perf_counter()
     opset = opset or DEFAULT_OPSET
+    check_opset(opset)
     with_past, notes = resolve_task(task, no_past)
     src = resolve_source(source, trust_remote_code=trust_remote_code)
     output = Path(output).expanduser().resolve()

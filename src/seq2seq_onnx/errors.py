@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # Exit codes of the `seq2seq-onnx` command. Scripts may rely on them.
 EXIT_OK = 0
-EXIT_VERIFICATION_FAILED = 1  # the export was made but does not match PyTorch; nothing was put in place
+EXIT_VERIFICATION_FAILED = 1  # the export failed or does not match PyTorch; nothing was put in place
 EXIT_USAGE = 2  # bad arguments, missing source, unsupported model, output folder in the way
 EXIT_INTERRUPTED = 130
 
@@ -25,6 +25,12 @@ class UnsupportedModelError(Seq2SeqOnnxError):
 
 class OutputExistsError(Seq2SeqOnnxError):
     """The output folder exists and --overwrite was not given (or would destroy the source)."""
+
+
+class ExportError(Seq2SeqOnnxError):
+    """torch.onnx could not export the model (an operator or shape the exporter cannot handle)."""
+
+    exit_code = EXIT_VERIFICATION_FAILED
 
 
 class TokenizerMismatchError(Seq2SeqOnnxError):

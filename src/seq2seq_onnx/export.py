@@ -21,9 +21,12 @@ import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
+from .errors import ExportError, Seq2SeqOnnxError
 from .families import CacheLayout
 
 DEFAULT_OPSET = 17
+# Opsets seen to export and verify token-exact on T5 (torch 2.13, onnxruntime 1.32).
+SUPPORTED_OPSETS = range(12, 24)
 
 # Example sizes for tracing. They differ from each other on purpose, so that a dimension the
 # tracer wrongly baked in as a constant shows up as a shape error in verification.
@@ -93,22 +96,35 @@ class DecoderForExport(nn.Module):
         return tuple(flat)
 
 
+def check_opset(opset: int) -> None:
+    if opset not in SUPPORTED_OPSETS:
+        raise Seq2SeqOnnxError(
+            f"opset {opset} is not supported; use {SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1} "
+            f"(default {DEFAULT_OPSET})"
+        )
+
+
 def _export(module, args, path: Path, input_names, output_names, dynamic_axes, opset: int) -> None:
+    check_opset(opset)
     with warnings.catch_warnings(), torch.no_grad():
         # The TorchScript exporter warns about its own deprecation and about traced Python
         # values; verification, not these warnings, tells whether the graph is right.
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            args,
-            str(path),
-            input_names=input_names,
-            output_names=output_names,
-            dynamic_axes=dynamic_axes,
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+        try:
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        except Exception as err:  # torch raises many types, with the whole IR graph in the message
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ExportError(f"torch.onnx could not export {path.stem} (opset {opset}): {first_line}") from err
 
 
 def export_encoder(model, path: Path, opset: int = DEFAULT_OPSET) -> None:
