@@ -191,5 +191,46 @@ def test_other_opsets_convert_and_verify(capsys, make_model, tmp_path, opset):
 
 def test_unsupported_opset_is_refused_before_work(capsys, make_model, tmp_path):
     code, _, err = run(capsys, make_model(), "-o", tmp_path / "out", "--opset", 7)
-    assert code == 2 and "opset 7 is not supported; use 12 to 23" in err
+    assert code == 2 and "opset 7 is not supported; use 12 to 20" in err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_encoder_only_checkpoint_is_refused(capsys, tmp_path):
+    """A T5EncoderModel checkpoint has a T5 config but no decoder weights: never export a random decoder."""
+    from transformers import T5Config, T5EncoderModel
+
+    folder = tmp_path / "encoder-only"
+    T5EncoderModel(T5Config(vocab_size=64, d_model=16, d_ff=32, d_kv=4, num_heads=2, num_layers=1)).save_pretrained(folder)
+    code, _, err = run(capsys, folder, "-o", tmp_path / "out", "--skip-validation")
+    assert code == 2 and "encoder-only" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_without_weights(capsys, make_model, tmp_path):
+    import shutil
+
+    folder = tmp_path / "config-only"
+    folder.mkdir()
+    shutil.copy(make_model() / "config.json", folder)
+    code, _, err = run(capsys, folder, "-o", tmp_path / "out")
+    assert code == 2 and "cannot load the weights" in err and "Traceback" not in err
+
+
+def test_unexpected_failure_is_one_line_and_leaves_nothing(capsys, make_model, tmp_path, monkeypatch):
+    import seq2seq_onnx.convert as conv
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something nobody foresaw\nwith a long second line")
+
+    monkeypatch.setattr(conv, "_write_configs", broken)
+    monkeypatch.delenv("SEQ2SEQ_ONNX_DEBUG", raising=False)
+    code, _, err = run(capsys, make_model(), "-o", tmp_path / "models" / "org" / "name")
+    assert code == 1
+    assert "conversion failed unexpectedly (RuntimeError: something nobody foresaw)" in err
+    assert "SEQ2SEQ_ONNX_DEBUG=1" in err and "Traceback" not in err
+    assert not (tmp_path / "models").exists()  # no empty models/org/ left behind
+
+
+def test_no_past_with_past_task_is_contradictory(capsys, make_model, tmp_path):
+    code, _, err = run(capsys, make_model(), "-o", tmp_path / "out", "--no-past", "--task", "text2text-generation-with-past")
+    assert code == 2 and "contradicts" in err

@@ -154,3 +154,18 @@ def _last_token_only_greedy(enc, dec, ids, mask, steps, last):
         logits = dec.run(["logits"], feed)[0]
         seq = np.concatenate([seq, logits[:, -1].argmax(-1)[:, None]], axis=1)
     return seq
+
+
+def test_checkpoint_generation_settings_do_not_leak_into_the_reference(make_model, tmp_path):
+    """Verification compares plain greedy; a checkpoint's own decoding settings must not apply to one side."""
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(make_model("flan-t5"), src)
+    gen = json.loads((src / "generation_config.json").read_text())
+    gen.update(no_repeat_ngram_size=2, repetition_penalty=1.5, min_new_tokens=5, num_beams=4, max_length=64)
+    (src / "generation_config.json").write_text(json.dumps(gen))
+    result = convert(str(src), tmp_path / "out", progress=False)
+    assert result.verification.passed, result.verification.summary()
+    # and the output keeps the checkpoint's settings for the runtimes that honour them
+    assert json.loads((tmp_path / "out" / "generation_config.json").read_text())["no_repeat_ngram_size"] == 2

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from . import __version__
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Seq2SeqOnnxError, VerificationError
+from .errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    EXIT_VERIFICATION_FAILED as EXIT_FAILED,
+    Seq2SeqOnnxError,
+    VerificationError,
+)
 
 CONVERT_EPILOG = """\
 examples:
@@ -23,12 +31,14 @@ exit codes: 0 converted and verified; 1 the export failed or does not match PyTo
 """
 
 
-def _human_size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+def _human_size(n: float) -> str:
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("KB", "MB", "GB"):
         n /= 1000
-    return f"{n} B"
+        if n < 1000 or unit == "GB":
+            break
+    return f"{n:.1f} {unit}"
 
 
 def format_summary(result) -> str:
@@ -69,7 +79,7 @@ def _add_convert_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-past", action="store_true", help="export a decoder without cache as onnx/decoder_model.onnx "
                    "(Transformers.js cannot use it; for other runtimes only)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset, 12 to 23 (default: 17)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset, 12 to 20 (default: 17)")
     p.add_argument("--skip-validation", action="store_true", help="do not compare the export with PyTorch (not recommended)")
     p.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
     p.add_argument("--trust-remote-code", action="store_true", help="allow checkpoints with custom modeling code")
@@ -93,7 +103,66 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_convert_args(conv)
+
+    gen = sub.add_parser(
+        "generate",
+        help="generate text with an exported folder on ONNX Runtime (greedy)",
+        description="Generate text with an exported folder on ONNX Runtime, no PyTorch needed (greedy decoding).",
+        epilog='example:\n  seq2seq-onnx generate models/t5-demo "spell out: 4521"',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gen.add_argument("folder", help="exported model folder (config.json, tokenizer.json, onnx/)")
+    gen.add_argument("texts", nargs="+", metavar="TEXT", help="input text(s), generated as one batch")
+    gen.add_argument("--dtype", default="fp32", help="which ONNX files to load: fp32 (default), fp16, q8, int8, uint8, q4, q4f16, bnb4")
+    gen.add_argument("--max-new-tokens", type=int, default=None, help="default: from generation_config.json")
+    gen.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    gen.add_argument("--json", action="store_true", help="print JSON lines {input, output}")
+
+    ev = sub.add_parser(
+        "eval",
+        help="exact match and speed of an exported folder on a JSONL set",
+        description='Exact match (overall and per task) and ms per example of an exported folder on a JSONL file '
+        'whose lines are {"input": ..., "target": ..., "task": ...}.',
+        epilog="example:\n  seq2seq-onnx eval models/t5-demo --data demo/t5-demo/held_out.jsonl",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ev.add_argument("folder", help="exported model folder")
+    ev.add_argument("--data", required=True, help="JSONL file with input and target fields")
+    ev.add_argument("--dtype", default="fp32", help="which ONNX files to evaluate (default fp32)")
+    ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--limit", type=int, default=None, help="only the first N examples")
+    ev.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    ev.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
+
+
+def _run_generate(args) -> int:
+    from .runtime import Seq2SeqOnnxModel
+
+    model = Seq2SeqOnnxModel.from_pretrained(args.folder, dtype=args.dtype, threads=args.threads)
+    outputs = model.generate_text(args.texts, max_new_tokens=args.max_new_tokens)
+    for text, output in zip(args.texts, outputs):
+        print(json.dumps({"input": text, "output": output}, ensure_ascii=False) if args.json else output)
+    return EXIT_OK
+
+
+def _run_eval(args) -> int:
+    from .evaluate import evaluate
+
+    result = evaluate(args.folder, args.data, dtype=args.dtype, batch_size=args.batch_size, limit=args.limit,
+                      threads=args.threads)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        return EXIT_OK
+    print(f"{result.folder} ({result.dtype}) on {args.data}: {result.examples} examples")
+    print(f"  exact match  {result.exact_match:.1%}")
+    for task, score in result.by_task.items():
+        print(f"    {task:<20} {score:.1%}")
+    print(f"  speed        {result.ms_per_example:.1f} ms/example, {result.ms_per_token:.2f} ms/token "
+          f"(greedy, batch {result.batch_size})")
+    for m in result.mistakes[:5]:
+        print(f"  wrong: {m['input']!r} -> {m['prediction']!r} (expected {m['target']!r})")
+    return EXIT_OK
 
 
 def _run_convert(source, output, *, as_json: bool, quantize: bool = False, **kwargs) -> int:
@@ -112,6 +181,18 @@ def _run_convert(source, output, *, as_json: bool, quantize: bool = False, **kwa
             print(json.dumps(payload, indent=2))
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    except Exception as err:  # a bug, or a checkpoint we did not foresee: one clear line, traceback on request
+        if os.environ.get("SEQ2SEQ_ONNX_DEBUG"):
+            raise
+        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        if as_json:
+            print(json.dumps({"error": f"{type(err).__name__}: {message}", "exit_code": EXIT_FAILED}, indent=2))
+        print(
+            f"error: conversion failed unexpectedly ({type(err).__name__}: {message}); nothing was written.\n"
+            "Run again with SEQ2SEQ_ONNX_DEBUG=1 for the traceback, and please report it.",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     if quantize:
         result.notes.append(
             "--quantize: quantized variants are not produced by this version yet; only the fp32 files were written"
@@ -122,6 +203,14 @@ def _run_convert(source, output, *, as_json: bool, quantize: bool = False, **kwa
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("generate", "eval"):
+        from .runtime import ModelFolderError
+
+        try:
+            return _run_generate(args) if args.command == "generate" else _run_eval(args)
+        except (Seq2SeqOnnxError, ModelFolderError, ValueError, OSError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_USAGE
     if args.command == "convert":
         return _run_convert(
             args.source,

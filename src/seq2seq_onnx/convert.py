@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .errors import OutputExistsError, VerificationError
+from .errors import OutputExistsError, SourceNotFoundError, UnsupportedModelError, VerificationError
 from .source import TASK_WITH_PAST, resolve_source, resolve_task
 
 ENCODER_FILE = "encoder_model.onnx"
@@ -101,12 +101,18 @@ def _write_configs(source, model, dest: Path, external: dict[str, bool]) -> None
     """config.json as the source has it (transformers 5 rewrites T5's tie/scale fields), plus what Transformers.js needs."""
     if not _copy_file(source, "config.json", dest):
         model.config.save_pretrained(dest)
+    path = dest / "config.json"
+    cfg = json.loads(path.read_text())
+    tjs = cfg.get("transformers.js_config", {})
     if any(external.values()):
-        path = dest / "config.json"
-        cfg = json.loads(path.read_text())
-        tjs = cfg.setdefault("transformers.js_config", {})
         tjs["use_external_data_format"] = {name: True for name, ext in external.items() if ext}
-        path.write_text(json.dumps(cfg, indent=2) + "\n")
+    else:
+        tjs.pop("use_external_data_format", None)  # a re-converted export may carry a stale one
+    if tjs:
+        cfg["transformers.js_config"] = tjs
+    else:
+        cfg.pop("transformers.js_config", None)
+    path.write_text(json.dumps(cfg, indent=2) + "\n")
     if not _copy_file(source, "generation_config.json", dest):
         from transformers import GenerationConfig
 
@@ -120,13 +126,26 @@ def _load_model(source, trust_remote_code: bool):
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    model = AutoModelForSeq2SeqLM.from_pretrained(
-        source.ref,
-        attn_implementation="eager",  # sdpa breaks both exporters on transformers 5
-        dtype=torch.float32,
-        trust_remote_code=trust_remote_code,
-        **source.hub_kwargs,
-    )
+    try:
+        model, info = AutoModelForSeq2SeqLM.from_pretrained(
+            source.ref,
+            attn_implementation="eager",  # sdpa breaks both exporters on transformers 5
+            dtype=torch.float32,
+            trust_remote_code=trust_remote_code,
+            output_loading_info=True,
+            **source.hub_kwargs,
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SourceNotFoundError(f"cannot load the weights of {source.ref}: {first_line}") from None
+    tied = {k for k in getattr(model, "_tied_weights_keys", None) or {}}
+    missing = [k for k in info.get("missing_keys", []) if k not in tied]
+    if missing:
+        shown = ", ".join(sorted(missing)[:4]) + (" ..." if len(missing) > 4 else "")
+        raise UnsupportedModelError(
+            f"{source.ref} lacks {len(missing)} weights of a {source.model_type} encoder-decoder ({shown}); "
+            "an encoder-only checkpoint (e.g. T5EncoderModel) cannot be exported for generation"
+        )
     return model.eval()
 
 
@@ -156,22 +175,39 @@ def _export_graphs(model, layout, onnx_dir: Path, work: Path, with_past: bool, o
 
     stages.start("merging decoders")
     merged = merge_decoders(onnx.load(str(work / "decoder.onnx")), onnx.load(str(work / "decoder_with_past.onnx")))
-    onnx.checker.check_model(merged)  # graph structure only; verification runs it
     external[MERGED_DECODER_FILE] = save_model(merged, onnx_dir / MERGED_DECODER_FILE)
+    del merged
+    # Structure check from the file: in memory, onnx cannot check a model over 2 GB.
+    onnx.checker.check_model(str(onnx_dir / MERGED_DECODER_FILE))
     stages.done()
     return external
 
 
 def _put_in_place(tmp: Path, output: Path) -> None:
     """Move the finished temporary folder to `output`, replacing an old one only at the very end."""
-    old = None
-    if output.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
-        os.rmdir(old)
-        os.replace(output, old)
-    os.replace(tmp, output)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if not output.exists():
+        os.replace(tmp, output)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+    os.rmdir(old)
+    os.replace(output, old)
+    try:
+        os.replace(tmp, output)
+    except BaseException:
+        os.replace(old, output)  # put the previous export back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents; return those created, deepest first."""
+    created = []
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            break
+        created.append(parent)
+    folder.mkdir(parents=True, exist_ok=True)
+    return created
 
 
 def convert(
@@ -215,7 +251,7 @@ def convert(
     stage_names += ["exporting decoder with past", "merging decoders"] if with_past else []
     stage_names += ["writing tokenizer and configs"] + (["verifying against PyTorch"] if validate else [])
     stages = _Stages(stage_names, enabled=progress)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    created_parents = _make_parents(output.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     try:
         stages.start("loading model")
@@ -268,6 +304,12 @@ def convert(
         stages.close()
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if not output.exists():
+            for parent in created_parents:  # leave no empty models/org/ behind
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
     result.seconds = time.perf_counter() - started
     return result
 

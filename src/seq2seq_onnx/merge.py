@@ -9,6 +9,10 @@ transformers 5, and onnx has no If-merge, so this is written here; it is plain g
 In the cached branch the cross-attention cache does not change, so its `present.*.encoder.*`
 outputs are the `past_key_values.*.encoder.*` inputs passed through (Identity), not
 placeholders: a runtime that reads them gets the right tensors.
+
+Memory: the no-past model is turned into the merged one in place and keeps its initializers;
+only the (rare) weights that the with-past decoder has alone are copied. Merging an XL model
+therefore costs about the two loaded decoders, not several copies of them.
 """
 
 from __future__ import annotations
@@ -16,14 +20,21 @@ from __future__ import annotations
 import hashlib
 
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 USE_CACHE_BRANCH = "use_cache_branch"
 
 
 def _tensor_key(tensor: TensorProto) -> tuple:
-    data = numpy_helper.to_array(tensor).tobytes()
-    return tensor.data_type, tuple(tensor.dims), hashlib.sha256(data).hexdigest()
+    """Content identity of a weight: the two exporter runs give the same tensor different names."""
+    if tensor.HasField("raw_data"):
+        digest = hashlib.sha256(tensor.raw_data).hexdigest()
+    else:
+        copy = TensorProto()
+        copy.CopyFrom(tensor)
+        copy.name = ""
+        digest = hashlib.sha256(copy.SerializeToString()).hexdigest()
+    return tensor.data_type, tuple(tensor.dims), digest
 
 
 def _rename_inputs(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
@@ -40,8 +51,8 @@ def _rename_inputs(graph: onnx.GraphProto, mapping: dict[str, str]) -> None:
                     _rename_inputs(g, mapping)
 
 
-def _as_branch(graph: onnx.GraphProto, prefix: str, init_names: dict[str, str], name: str) -> onnx.GraphProto:
-    """Turn a decoder graph into an If branch: no inputs or initializers of its own.
+def _branch(graph: onnx.GraphProto, prefix: str, init_names: dict[str, str], name: str, output_order: list[str]):
+    """Turn a decoder graph's nodes into an If branch: no inputs or initializers of its own.
 
     Inputs become references to the outer graph's inputs; initializers to the outer graph's
     deduplicated ones; every value the branch computes gets `prefix` so that the two branches
@@ -52,84 +63,93 @@ def _as_branch(graph: onnx.GraphProto, prefix: str, init_names: dict[str, str], 
         for out in node.output:
             if out:
                 mapping[out] = prefix + out
-        node.name = prefix + node.name if node.name else ""
     for node in graph.node:
+        node.name = prefix + node.name if node.name else ""
         for i, out in enumerate(node.output):
             if out:
                 node.output[i] = mapping[out]
     _rename_inputs(graph, mapping)
-    outputs = []
-    for out in graph.output:
-        src = mapping.get(out.name, out.name)
-        outputs.append(helper.make_tensor_value_info(src, out.type.tensor_type.elem_type, None))
+    elem_types = {o.name: o.type.tensor_type.elem_type for o in graph.output}
+    outputs = [helper.make_tensor_value_info(mapping.get(n, n), elem_types[n], None) for n in output_order]
     return helper.make_graph(list(graph.node), name, inputs=[], outputs=outputs)
 
 
 def merge_decoders(no_past: onnx.ModelProto, with_past: onnx.ModelProto) -> onnx.ModelProto:
-    """Return the merged decoder. Both inputs must come from the same model (weights are deduplicated by content)."""
-    graphs = {"decoder/": no_past.graph, "decoder_with_past/": with_past.graph}
+    """Return the merged decoder, built in place from `no_past` (both arguments are consumed).
 
-    # Initializers: one copy of each distinct tensor, whatever name each exporter run gave it.
-    initializers: list[TensorProto] = []
+    Both decoders must come from the same model: weights are deduplicated by content.
+    """
+    g0, g1 = no_past.graph, with_past.graph
+    output_names = [o.name for o in g0.output]
+
+    # Initializers: the no-past graph's stay where they are (minus its own duplicates); the
+    # with-past graph's are mapped onto them by content, and only new ones are added.
     by_key: dict[tuple, str] = {}
-    used: set[str] = set()
-    init_names: dict[str, dict[str, str]] = {}
-    for prefix, graph in graphs.items():
-        names = init_names[prefix] = {}
-        for tensor in graph.initializer:
-            key = _tensor_key(tensor)
-            if key not in by_key:
-                new_name = tensor.name if tensor.name not in used else prefix + "init/" + tensor.name
-                used.add(new_name)
-                by_key[key] = new_name
-                copy = TensorProto()
-                copy.CopyFrom(tensor)
-                copy.name = new_name
-                initializers.append(copy)
-            names[tensor.name] = by_key[key]
+    names0: dict[str, str] = {}
+    duplicates = []
+    for index, tensor in enumerate(g0.initializer):
+        key = _tensor_key(tensor)
+        if key in by_key:
+            duplicates.append(index)
+        else:
+            by_key[key] = tensor.name
+        names0[tensor.name] = by_key[key]
+    for index in reversed(duplicates):
+        del g0.initializer[index]
+    used = set(by_key.values())
+    names1: dict[str, str] = {}
+    for tensor in g1.initializer:
+        key, original = _tensor_key(tensor), tensor.name
+        if key not in by_key:
+            new_name = original if original not in used else "decoder_with_past/init/" + original
+            used.add(new_name)
+            by_key[key] = new_name
+            tensor.name = new_name
+            g0.initializer.append(tensor)
+        names1[original] = by_key[key]
 
     # Outer inputs: the union, in the no-past decoder's order, then the cache, then the flag.
     inputs, seen = [], set()
-    for graph in (no_past.graph, with_past.graph):
+    for graph in (g0, g1):
         for inp in graph.input:
-            if inp.name not in seen and inp.name not in init_names["decoder/"] | init_names["decoder_with_past/"]:
+            if inp.name not in seen and inp.name not in names0 and inp.name not in names1:
                 seen.add(inp.name)
-                inputs.append(inp)
+                copy = onnx.ValueInfoProto()
+                copy.CopyFrom(inp)
+                inputs.append(copy)
     inputs.append(helper.make_tensor_value_info(USE_CACHE_BRANCH, TensorProto.BOOL, [1]))
 
-    output_names = [o.name for o in no_past.graph.output]
-    missing = [n for n in output_names if n not in {o.name for o in with_past.graph.output}]
-    with_past_graph = onnx.GraphProto()
-    with_past_graph.CopyFrom(with_past.graph)
-    for name in missing:
-        if not name.startswith("present.") or ".encoder." not in name:
+    # The cached branch does not recompute the cross-attention cache: pass it through.
+    with_past_outputs = {o.name for o in g1.output}
+    for name in output_names:
+        if name in with_past_outputs:
+            continue
+        if not (name.startswith("present.") and ".encoder." in name):
             raise ValueError(f"decoder with past lacks output {name!r}")
         source = "past_key_values." + name[len("present.") :]
-        with_past_graph.node.append(helper.make_node("Identity", [source], [name], name=f"passthrough_{name}"))
-        with_past_graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    # Branch outputs must come in the same order in both branches.
-    order = {n: i for i, n in enumerate(output_names)}
-    sorted_outputs = sorted(with_past_graph.output, key=lambda o: order[o.name])
-    del with_past_graph.output[:]
-    with_past_graph.output.extend(sorted_outputs)
+        g1.node.append(helper.make_node("Identity", [source], [name], name=f"passthrough_{name}"))
+        g1.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
 
-    no_past_graph = onnx.GraphProto()
-    no_past_graph.CopyFrom(no_past.graph)
-    for g in (no_past_graph, with_past_graph):
-        del g.initializer[:]
-    else_branch = _as_branch(no_past_graph, "decoder/", init_names["decoder/"], "decoder_without_past")
-    then_branch = _as_branch(with_past_graph, "decoder_with_past/", init_names["decoder_with_past/"], "decoder_with_past")
-
+    else_branch = _branch(g0, "decoder/", names0, "decoder_without_past", output_names)
+    then_branch = _branch(g1, "decoder_with_past/", names1, "decoder_with_past", output_names)
     if_node = helper.make_node(
         "If", [USE_CACHE_BRANCH], output_names, name="optional_cache_branch", then_branch=then_branch, else_branch=else_branch
     )
+
     outputs = []
-    for out in no_past.graph.output:
+    for out in g0.output:
         dims = [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
         if out.name.startswith("present.") and ".decoder." in out.name:
             dims[2] = "present_sequence_length"
         outputs.append(helper.make_tensor_value_info(out.name, out.type.tensor_type.elem_type, dims))
-    graph = helper.make_graph([if_node], "merged_decoder", inputs, outputs, initializer=initializers)
-    model = helper.make_model(graph, opset_imports=list(no_past.opset_import), producer_name="seq2seq-onnx")
-    model.ir_version = no_past.ir_version
-    return model
+
+    del g0.node[:]
+    g0.node.append(if_node)
+    del g0.input[:]
+    g0.input.extend(inputs)
+    del g0.output[:]
+    g0.output.extend(outputs)
+    del g0.value_info[:]
+    g0.name = "merged_decoder"
+    no_past.producer_name = "seq2seq-onnx"
+    return no_past

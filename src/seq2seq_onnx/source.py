@@ -32,11 +32,6 @@ class Source:
     hub_kwargs: dict = field(default_factory=dict)
 
     @property
-    def name(self) -> str:
-        """Folder name for outputs: the hub id as given, or the local folder's name."""
-        return Path(self.ref).name if self.is_local else self.ref
-
-    @property
     def model_type(self) -> str:
         return self.config.model_type
 
@@ -49,12 +44,19 @@ def _not_found(source: str, reason: str) -> SourceNotFoundError:
     return SourceNotFoundError(msg)
 
 
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
 def hub_reachable(timeout: float = 5.0) -> bool:
     """A quick TCP check of the hub endpoint, so that an offline machine fails in seconds, not after retries."""
+    import os
+
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
         return False
+    if any(os.environ.get(v) for v in _PROXY_VARS):
+        return True  # behind a proxy a direct connection says nothing; let huggingface_hub try
     url = urlparse(constants.ENDPOINT)
     try:
         socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
@@ -64,21 +66,29 @@ def hub_reachable(timeout: float = 5.0) -> bool:
 
 
 def _load_config(source: str, trust_remote_code: bool, **hub_kwargs):
+    """The checkpoint's config, or None when the hub says there is no such repository."""
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
     from transformers import AutoConfig
 
     try:
         return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, **hub_kwargs)
     except (OSError, ValueError) as err:
-        text = str(err)
-        if "does not recognize this architecture" in text or "model_type" in text and "Unrecognized" in text:
-            raise UnsupportedModelError(
-                f"{source}: transformers does not know this architecture ({text.splitlines()[0]})"
+        text = str(err).strip()
+        first_line = text.splitlines()[0] if text else type(err).__name__
+        chain = [err, err.__cause__, err.__context__]
+        if any(isinstance(e, GatedRepoError) for e in chain):
+            raise SourceNotFoundError(
+                f"{source} is a gated model: accept its terms on the hub and log in (`hf auth login`)"
             ) from None
+        if "does not recognize this architecture" in text or ("model_type" in text and "Unrecognized" in text):
+            raise UnsupportedModelError(f"{source}: transformers does not know this architecture ({first_line})") from None
         if "trust_remote_code" in text:
-            raise UnsupportedModelError(
-                f"{source} uses custom code; pass --trust-remote-code if you trust it"
-            ) from None
-        return None
+            raise UnsupportedModelError(f"{source} uses custom code; pass --trust-remote-code if you trust it") from None
+        if any(isinstance(e, RepositoryNotFoundError) for e in chain) or "is not a local folder" in text:
+            return None
+        if hub_kwargs.get("local_files_only"):
+            return None  # not in the cache
+        raise SourceNotFoundError(f"cannot read the config of {source}: {first_line}") from None
 
 
 def resolve_source(source: str, trust_remote_code: bool = False) -> Source:
@@ -109,10 +119,13 @@ def resolve_source(source: str, trust_remote_code: bool = False) -> Source:
             raise _not_found(source, f"not a local folder; {where}")
 
     family = family_for(config.model_type)
-    if family is None:
-        kind = "an encoder-decoder" if getattr(config, "is_encoder_decoder", False) else "not an encoder-decoder (seq2seq)"
+    if family is None or not getattr(config, "is_encoder_decoder", True):
+        if getattr(config, "is_encoder_decoder", False):
+            kind = "an encoder-decoder architecture this tool does not export yet"
+        else:
+            kind = "not an encoder-decoder (seq2seq) architecture"
         raise UnsupportedModelError(
-            f"{source} is a {config.model_type!r} model, {kind} architecture we can export. "
+            f"{source} is a {config.model_type!r} model, {kind}. "
             f"Supported model types: {', '.join(supported_model_types())}."
         )
     return Source(ref=ref, is_local=is_local, config=config, family=family, hub_kwargs=hub_kwargs)
@@ -123,6 +136,8 @@ def resolve_task(task: str, no_past: bool) -> tuple[bool, list[str]]:
     if task not in TASKS:
         raise UnsupportedModelError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
     notes = []
+    if no_past and task == TASK_WITH_PAST:
+        raise UnsupportedModelError(f"--no-past contradicts --task {TASK_WITH_PAST}; give one of them")
     if no_past:
         notes.append(
             "--no-past: the decoder is written as onnx/decoder_model.onnx without a key/value cache. "

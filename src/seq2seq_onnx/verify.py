@@ -161,15 +161,22 @@ def reference_greedy(model, input_ids, attention_mask, start_id, eos_ids, pad_id
         output_logits=True,
         return_dict_in_generate=True,
     )
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=torch.as_tensor(input_ids),
-            attention_mask=torch.as_tensor(attention_mask),
-            generation_config=config,
-            # An explicit cache: transformers 5's default one is sized by the encoder's layer
-            # count and crashes when num_decoder_layers differs.
-            **{cache_kwarg(model): EncoderDecoderCache(DynamicCache(), DynamicCache())},
-        )
+    # generate() fills unset fields from model.generation_config: a checkpoint's own settings
+    # (no_repeat_ngram_size, num_beams, min_new_tokens, ...) would leak into plain greedy.
+    saved = model.generation_config
+    model.generation_config = config
+    try:
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=torch.as_tensor(input_ids),
+                attention_mask=torch.as_tensor(attention_mask),
+                generation_config=config,
+                # An explicit cache: transformers 5's default one is sized by the encoder's layer
+                # count and crashes when num_decoder_layers differs.
+                **{cache_kwarg(model): EncoderDecoderCache(DynamicCache(), DynamicCache())},
+            )
+    finally:
+        model.generation_config = saved
     return out.sequences.numpy(), [t.float().numpy() for t in out.logits]
 
 
