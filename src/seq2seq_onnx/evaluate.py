@@ -68,7 +68,7 @@ def evaluate(folder, data, dtype: str = "fp32", batch_size: int = 32, limit: int
         seconds += time.perf_counter() - started
         # tokens really generated: up to and including each row's end, not the padding after it
         generated = out[:, 1:]
-        ended = np.isin(generated, model.defaults.eos_token_ids)
+        ended = np.isin(generated, model.generation_options.eos_token_ids)
         lengths = np.where(ended.any(1), ended.argmax(1) + 1, generated.shape[1])
         new_tokens += int(lengths.sum())
         predictions += model.decode(out)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
+
+from .generation import GenerationOptions, GenerationResult, GreedyOrSampling, decoder_for
 
 DTYPE_SUFFIXES = {
     "fp32": "",
@@ -46,38 +48,48 @@ def _session(path: Path, threads: int | None, providers):
     return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
 
 
-@dataclass
-class GenerationDefaults:
-    """What generation_config.json (or config.json) says, with transformers' fallbacks."""
+# generation_config.json keys we honour, and those we know but do not implement (warned about).
+_CONFIG_KEYS = (
+    "max_new_tokens", "max_length", "min_new_tokens", "min_length", "num_beams", "length_penalty",
+    "early_stopping", "num_return_sequences", "do_sample", "temperature", "top_k", "top_p",
+    "repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "forced_bos_token_id", "forced_eos_token_id",
+)
+_UNSUPPORTED_KEYS = {
+    "suppress_tokens": None, "begin_suppress_tokens": None, "encoder_no_repeat_ngram_size": 0,
+    "encoder_repetition_penalty": 1.0, "exponential_decay_length_penalty": None, "renormalize_logits": False,
+    "sequence_bias": None, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "min_p": None,
+    "diversity_penalty": 0.0, "num_beam_groups": 1, "penalty_alpha": None, "guidance_scale": None,
+}
 
-    decoder_start_token_id: int
-    eos_token_ids: tuple[int, ...]
-    pad_token_id: int
-    max_new_tokens: int
 
-    @classmethod
-    def from_folder(cls, folder: Path) -> "GenerationDefaults":
-        config = json.loads((folder / "config.json").read_text())
-        gen_path = folder / "generation_config.json"
-        gen = json.loads(gen_path.read_text()) if gen_path.exists() else {}
+def options_from_folder(folder: Path) -> GenerationOptions:
+    """Default generation options: generation_config.json, then config.json, then transformers' defaults."""
+    config = json.loads((folder / "config.json").read_text())
+    gen_path = folder / "generation_config.json"
+    gen = json.loads(gen_path.read_text()) if gen_path.exists() else {}
 
-        def pick(key, default=None):
-            value = gen.get(key)
-            return config.get(key, default) if value is None else value
+    def pick(key, default=None):
+        value = gen.get(key)
+        return config.get(key, default) if value is None else value
 
-        eos = pick("eos_token_id", 1)
-        pad = pick("pad_token_id", 0)
-        start = pick("decoder_start_token_id", pad)
-        if gen.get("max_new_tokens") is not None:
-            max_new = gen["max_new_tokens"]
-        else:  # transformers counts the decoder start token in max_length (default 20)
-            max_new = int(gen.get("max_length") or 20) - 1
-        return cls(
-            decoder_start_token_id=int(start),
-            eos_token_ids=tuple(int(e) for e in (eos if isinstance(eos, list) else [eos])),
-            pad_token_id=int(pad),
-            max_new_tokens=int(max_new),
+    eos = pick("eos_token_id", 1)
+    pad = pick("pad_token_id", 0)
+    values = {k: gen[k] for k in _CONFIG_KEYS if gen.get(k) is not None}
+    if "bad_words_ids" in values:
+        values["bad_words_ids"] = tuple(tuple(s) for s in values["bad_words_ids"])
+    ignored = [k for k, default in _UNSUPPORTED_KEYS.items() if gen.get(k, default) != default]
+    if ignored:
+        warnings.warn(
+            f"{gen_path} sets {', '.join(ignored)}, which seq2seq-onnx does not implement; ignored", stacklevel=3
         )
+    options = GenerationOptions(
+        decoder_start_token_id=int(pick("decoder_start_token_id", pad)),
+        eos_token_ids=tuple(int(e) for e in (eos if isinstance(eos, list) else [eos])),
+        pad_token_id=int(pad),
+        **values,
+    )
+    options.validate()
+    return options
 
 
 class DecoderRunner:
@@ -146,19 +158,46 @@ class DecoderRunner:
         return outputs["logits"][:, -1, :]
 
 
-class Seq2SeqOnnxModel:
-    """An exported encoder-decoder model on ONNX Runtime."""
+class _DecodingState:
+    """The per-call state of one generation: encoder output, mask and cache of the rows still running."""
 
-    def __init__(self, folder: Path, dtype: str, encoder, decoder: DecoderRunner, tokenizer, defaults: GenerationDefaults):
+    def __init__(self, runner: DecoderRunner, states: np.ndarray, mask: np.ndarray):
+        self.runner = runner
+        self.states = states
+        self.mask = mask
+        self.cache = runner.empty_cache(states.shape[0], states)
+
+    def logits(self, tokens: np.ndarray, step: int) -> np.ndarray:
+        return self.runner.step(tokens, step, self.states, self.mask, self.cache)
+
+    def select(self, rows: np.ndarray) -> None:
+        self.states, self.mask = self.states[rows], self.mask[rows]
+        self.cache = {k: v[rows] for k, v in self.cache.items()}
+
+    def reorder_beams(self, rows: np.ndarray) -> None:
+        # Beams of one input share its cross-attention cache; only the self-attention cache moves.
+        for name, value in self.cache.items():
+            if ".decoder." in name:
+                self.cache[name] = value[rows]
+
+
+class Seq2SeqOnnxModel:
+    """An exported encoder-decoder model on ONNX Runtime.
+
+    Thread-safe: sessions are shared, and every call keeps its own decoding state.
+    """
+
+    def __init__(self, folder: Path, dtype: str, encoder, decoder: DecoderRunner, tokenizer, options: GenerationOptions):
         self.folder = folder
         self.dtype = dtype
         self.encoder = encoder
         self.decoder = decoder
         self.tokenizer = tokenizer
-        self.defaults = defaults
+        self.generation_options = options
 
     @classmethod
     def from_pretrained(cls, folder, dtype: str = "fp32", threads: int | None = None, providers=None) -> "Seq2SeqOnnxModel":
+        """Load `folder`'s encoder and decoder of `dtype` (Transformers.js file suffixes), tokenizer and generation defaults."""
         folder = Path(folder)
         if dtype not in DTYPE_SUFFIXES:
             raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_SUFFIXES)}")
@@ -172,6 +211,8 @@ class Seq2SeqOnnxModel:
             raise ModelFolderError(
                 f"no {encoder_path.name} in {onnx_dir} (dtype {dtype}); dtypes present: {', '.join(present) or 'none'}"
             )
+        if not (folder / "tokenizer.json").is_file():
+            raise ModelFolderError(f"{folder} has no tokenizer.json")
         from tokenizers import Tokenizer
 
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
@@ -181,48 +222,99 @@ class Seq2SeqOnnxModel:
             _session(encoder_path, threads, providers),
             DecoderRunner(onnx_dir, suffix, threads, providers),
             tokenizer,
-            GenerationDefaults.from_folder(folder),
+            options_from_folder(folder),
         )
 
     def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Right-padded ids and attention mask, as T5 tokenizers pad."""
+        if not texts:
+            raise ValueError("no input text")
         encodings = self.tokenizer.encode_batch(list(texts))
         width = max(len(e.ids) for e in encodings)
-        ids = np.full((len(encodings), width), self.defaults.pad_token_id, dtype=np.int64)
+        ids = np.full((len(encodings), width), self.generation_options.pad_token_id, dtype=np.int64)
         mask = np.zeros((len(encodings), width), dtype=np.int64)
         for i, e in enumerate(encodings):
             ids[i, : len(e.ids)] = e.ids
             mask[i, : len(e.ids)] = 1
         return ids, mask
 
-    def generate(self, input_ids, attention_mask=None, max_new_tokens: int | None = None) -> np.ndarray:
-        """Greedy decoding. Returns ids shaped like transformers' generate: [batch, 1 + new tokens], start token first."""
+    def _start(self, input_ids, attention_mask, options: GenerationOptions, copies: int) -> tuple[_DecodingState, int]:
         input_ids = np.asarray(input_ids, dtype=np.int64)
         if input_ids.ndim == 1:
             input_ids = input_ids[None, :]
-        attention_mask = np.ones_like(input_ids) if attention_mask is None else np.asarray(attention_mask, dtype=np.int64)
-        max_new_tokens = self.defaults.max_new_tokens if max_new_tokens is None else max_new_tokens
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-        batch = input_ids.shape[0]
-        (states,) = self.encoder.run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": attention_mask})
-        cache = self.decoder.empty_cache(batch, states)
-        tokens = np.full((batch, 1), self.defaults.decoder_start_token_id, dtype=np.int64)
-        finished = np.zeros(batch, dtype=bool)
-        eos = np.array(self.defaults.eos_token_ids)
-        for step in range(max_new_tokens):
-            logits = self.decoder.step(tokens, step, states, attention_mask, cache)
-            next_ids = np.where(finished, self.defaults.pad_token_id, logits.argmax(-1))
-            tokens = np.concatenate([tokens, next_ids[:, None].astype(np.int64)], axis=1)
-            finished |= np.isin(next_ids, eos)
-            if finished.all():
-                break
-        return tokens
+        if input_ids.ndim != 2 or input_ids.shape[1] == 0:
+            raise ValueError(f"input_ids must be [batch, length] with length > 0, got shape {input_ids.shape}")
+        mask = np.ones_like(input_ids) if attention_mask is None else np.asarray(attention_mask, dtype=np.int64)
+        if mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask shape {mask.shape} differs from input_ids shape {input_ids.shape}")
+        (states,) = self.encoder.run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": mask})
+        if copies > 1:  # encoder once per input, its output shared by the beams / samples
+            states, mask = np.repeat(states, copies, axis=0), np.repeat(mask, copies, axis=0)
+        return _DecodingState(self.decoder, states, mask), input_ids.shape[0]
+
+    def generate(self, input_ids, attention_mask=None, return_dict: bool = False, **options):
+        """Generate ids shaped like transformers' generate: [batch * num_return_sequences, 1 + new tokens].
+
+        Options (transformers' names, defaults from generation_config.json): max_new_tokens,
+        min_new_tokens, num_beams, length_penalty, early_stopping, num_return_sequences,
+        do_sample, temperature, top_k, top_p, repetition_penalty, no_repeat_ngram_size,
+        bad_words_ids, seed. With return_dict=True, a GenerationResult with beam scores.
+        """
+        opts = self.generation_options.updated(**options)
+        strategy = decoder_for(opts)
+        copies = opts.num_beams if opts.num_beams > 1 else opts.num_return_sequences
+        state, batch = self._start(input_ids, attention_mask, opts, copies)
+        result = strategy.run(state, batch) if opts.num_beams > 1 else strategy.run(state, batch * copies)
+        return result if return_dict else result.sequences
 
     def decode(self, ids) -> list[str]:
         return self.tokenizer.decode_batch([list(map(int, row)) for row in ids], skip_special_tokens=True)
 
-    def generate_text(self, texts, max_new_tokens: int | None = None) -> list[str]:
+    def generate_text(self, texts, **options):
+        """Texts in, texts out (one string per input, or per returned sequence with num_return_sequences)."""
         single = isinstance(texts, str)
-        ids, mask = self.tokenize([texts] if single else texts)
-        out = self.decode(self.generate(ids, mask, max_new_tokens=max_new_tokens))
-        return out[0] if single else out
+        ids, mask = self.tokenize([texts] if single else list(texts))
+        out = self.decode(self.generate(ids, mask, **options))
+        return out[0] if single and len(out) == 1 else out
+
+    def stream(self, text: str, **options) -> Iterator[str]:
+        """Yield pieces of the generated text as tokens arrive (greedy or sampling, one input)."""
+        opts = self.generation_options.updated(**options)
+        if opts.num_beams > 1 or opts.num_return_sequences > 1:
+            raise ValueError("stream() generates one sequence: use num_beams=1 and num_return_sequences=1")
+        ids, mask = self.tokenize([text])
+        state, _ = self._start(ids, mask, opts, 1)
+        generated: list[int] = []
+        shown = ""
+        for column in GreedyOrSampling(opts).steps(state, 1):
+            generated.append(int(column[0]))
+            text_so_far = self.tokenizer.decode(generated, skip_special_tokens=True)
+            if len(text_so_far) > len(shown) and text_so_far.startswith(shown):
+                yield text_so_far[len(shown) :]
+                shown = text_so_far
+
+
+class Text2TextPipeline:
+    """`pipeline("text2text-generation", folder)`, for people coming from transformers."""
+
+    def __init__(self, model: Seq2SeqOnnxModel):
+        self.model = model
+
+    def __call__(self, inputs, **options):
+        single = isinstance(inputs, str)
+        texts = [inputs] if single else list(inputs)
+        outputs = self.model.generate_text(texts, **options)
+        outputs = [outputs] if isinstance(outputs, str) else outputs
+        per_input = len(outputs) // len(texts)
+        grouped = [[{"generated_text": t} for t in outputs[i * per_input : (i + 1) * per_input]] for i in range(len(texts))]
+        if single:
+            return grouped[0]
+        return [g[0] for g in grouped] if per_input == 1 else grouped
+
+
+def pipeline(task: str, model, **load_options) -> Text2TextPipeline:
+    if task not in ("text2text-generation", "translation", "summarization"):
+        raise ValueError(f"unsupported task {task!r}: seq2seq-onnx runs text2text-generation")
+    if not isinstance(model, Seq2SeqOnnxModel):
+        model = Seq2SeqOnnxModel.from_pretrained(model, **load_options)
+    return Text2TextPipeline(model)

@@ -1,0 +1,145 @@
+"""Generation options on ONNX Runtime give transformers' ids (greedy, beam search) across the option matrix."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from seq2seq_onnx import Seq2SeqOnnxModel, pipeline
+from seq2seq_onnx.generation import InvalidGenerationOptions
+
+PROMPTS = ["translate English to German: The house is wonderful.", "Hello", "summarize: one two three four five six"]
+
+MATRIX = {
+    "greedy": {},
+    "greedy, max 7 tokens": {"max_new_tokens": 7},
+    "greedy, repetition penalty": {"repetition_penalty": 1.3},
+    "greedy, no repeat 2-grams": {"no_repeat_ngram_size": 2},
+    "greedy, min new tokens": {"min_new_tokens": 12},
+    "greedy, bad words": {"bad_words_ids": [[5], [7, 8]]},
+    "beam 4": {"num_beams": 4},
+    "beam 3, 2 returned": {"num_beams": 3, "num_return_sequences": 2},
+    "beam 4, length penalty 2": {"num_beams": 4, "length_penalty": 2.0},
+    "beam 4, length penalty -1, never": {"num_beams": 4, "length_penalty": -1.0, "early_stopping": "never"},
+    "beam 2, early stopping": {"num_beams": 2, "early_stopping": True},
+    "beam 3, penalties": {"num_beams": 3, "repetition_penalty": 1.2, "no_repeat_ngram_size": 3, "min_new_tokens": 4},
+}
+
+
+def reference(src, ids, mask, options):
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, GenerationConfig
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(src, attn_implementation="eager").eval()
+    config = GenerationConfig.from_pretrained(src)
+    config.update(**{"max_new_tokens": 20, **options})
+    config.output_scores = True
+    config.return_dict_in_generate = True
+    model.generation_config = config
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask), generation_config=config,
+            cache=EncoderDecoderCache(DynamicCache(), DynamicCache()),
+        )
+    scores = getattr(out, "sequences_scores", None)
+    return out.sequences.numpy(), None if scores is None else scores.numpy()
+
+
+@pytest.fixture(scope="module")
+def onnx_model(converted):
+    return Seq2SeqOnnxModel.from_pretrained(converted)
+
+
+@pytest.mark.parametrize("options", list(MATRIX.values()), ids=list(MATRIX))
+@pytest.mark.parametrize("batch", ["single", "padded batch"])
+def test_matches_transformers(onnx_model, make_model, options, batch):
+    prompts = PROMPTS[:1] if batch == "single" else PROMPTS
+    ids, mask = onnx_model.tokenize(prompts)
+    expected, expected_scores = reference(make_model("flan-t5"), ids, mask, options)
+    result = onnx_model.generate(ids, mask, return_dict=True, **{"max_new_tokens": 20, **options})
+    np.testing.assert_array_equal(result.sequences, expected)
+    if expected_scores is not None:
+        np.testing.assert_allclose(result.scores, expected_scores, rtol=1e-4, atol=1e-4)
+
+
+def test_demo_model_beam_search(tmp_path_factory):
+    """A trained model: beam search gives the answers and transformers' exact ids and scores."""
+    from pathlib import Path
+
+    from seq2seq_onnx.convert import convert
+
+    demo = Path(__file__).resolve().parents[1] / "demo" / "t5-demo"
+    out = tmp_path_factory.mktemp("demo-beam") / "t5-demo"
+    convert(str(demo), out, progress=False, validate=False)
+    model = Seq2SeqOnnxModel.from_pretrained(out)
+    ids, mask = model.tokenize(["spell out: 4521", "normalize date: 3rd of March 2021", "to digits: twelve"])
+    options = {"num_beams": 4, "num_return_sequences": 2, "max_new_tokens": 16}
+    expected, expected_scores = reference(demo, ids, mask, options)
+    result = model.generate(ids, mask, return_dict=True, **options)
+    np.testing.assert_array_equal(result.sequences, expected)
+    np.testing.assert_allclose(result.scores, expected_scores, rtol=1e-4, atol=1e-5)
+    assert model.decode(result.sequences)[::2] == ["four thousand five hundred twenty-one", "2021-03-03", "12"]
+
+
+def test_sampling_is_reproducible_and_top_k_1_is_greedy(onnx_model):
+    ids, mask = onnx_model.tokenize(PROMPTS)
+    a = onnx_model.generate(ids, mask, do_sample=True, seed=7, top_p=0.9, temperature=1.5)
+    b = onnx_model.generate(ids, mask, do_sample=True, seed=7, top_p=0.9, temperature=1.5)
+    c = onnx_model.generate(ids, mask, do_sample=True, seed=8, top_p=0.9, temperature=1.5)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    np.testing.assert_array_equal(onnx_model.generate(ids, mask, do_sample=True, top_k=1, seed=3), onnx_model.generate(ids, mask))
+    many = onnx_model.generate(ids, mask, do_sample=True, num_return_sequences=3, seed=1)
+    assert many.shape[0] == 9
+
+
+def test_threads_give_sequential_results(onnx_model):
+    jobs = [(PROMPTS[i % 3 :], {"num_beams": 1 + i % 3}) for i in range(6)]
+    expected = [onnx_model.generate(*onnx_model.tokenize(p), **o) for p, o in jobs]
+    results = [None] * len(jobs)
+
+    def work(i):
+        prompts, options = jobs[i]
+        results[i] = onnx_model.generate(*onnx_model.tokenize(prompts), **options)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(results, expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_stream_and_pipeline(onnx_model, converted):
+    pieces = list(onnx_model.stream(PROMPTS[0], max_new_tokens=15))
+    assert len(pieces) > 1 and "".join(pieces) == onnx_model.generate_text(PROMPTS[0], max_new_tokens=15)
+    pipe = pipeline("text2text-generation", converted)
+    assert pipe(PROMPTS[0], max_new_tokens=15) == [{"generated_text": "".join(pieces)}]
+    assert len(pipe(PROMPTS, num_beams=2, num_return_sequences=2)) == 3
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"num_beams": 0}, "num_beams must be an integer >= 1"),
+        ({"top_p": 2}, "top_p must be in (0, 1]"),
+        ({"max_new_tokens": -1}, "max_new_tokens must be an integer >= 0"),
+        ({"min_new_tokens": -3}, "min_new_tokens must be an integer >= 0"),
+        ({"temperature": 0}, "temperature must be > 0"),
+        ({"num_beams": 2, "num_return_sequences": 3}, "must be <= num_beams"),
+        ({"num_return_sequences": 2}, "greedy decoding returns one sequence"),
+        ({"early_stopping": "sometimes"}, "early_stopping must be"),
+    ],
+)
+def test_invalid_options_fail_before_work(onnx_model, options, message, monkeypatch):
+    monkeypatch.setattr(onnx_model.encoder, "run", lambda *a, **k: pytest.fail("encoder ran"))
+    with pytest.raises(InvalidGenerationOptions) as err:
+        onnx_model.generate(np.array([[5, 6, 1]]), **options)
+    assert message in str(err.value)
+
+
+def test_unknown_option_is_a_type_error(onnx_model):
+    with pytest.raises(TypeError, match="unknown generation option"):
+        onnx_model.generate(np.array([[5, 1]]), beams=3)
