@@ -143,3 +143,33 @@ def test_invalid_options_fail_before_work(onnx_model, options, message, monkeypa
 def test_unknown_option_is_a_type_error(onnx_model):
     with pytest.raises(TypeError, match="unknown generation option"):
         onnx_model.generate(np.array([[5, 1]]), beams=3)
+
+
+def test_generate_command_options_and_files(converted, tmp_path, capsys):
+    import json
+
+    from seq2seq_onnx.cli import main
+
+    assert main(["generate", str(converted), PROMPTS[0], "--num-beams", "3", "--num-return-sequences", "2",
+                 "--max-new-tokens", "9", "--json"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    model = Seq2SeqOnnxModel.from_pretrained(converted)
+    assert line["output"] == model.generate_text(PROMPTS[0], num_beams=3, num_return_sequences=2, max_new_tokens=9)
+
+    data = tmp_path / "in.jsonl"
+    data.write_text(
+        json.dumps({"input": PROMPTS[0], "id": 1}) + "\n" + "{broken\n" + json.dumps({"text": "no input field"}) + "\n"
+        + json.dumps({"input": PROMPTS[1], "id": 2}) + "\n"
+    )
+    out = tmp_path / "out.jsonl"
+    code = main(["generate", str(converted), "--input", str(data), "--output", str(out), "--batch-size", "1",
+                 "--max-new-tokens", "9"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"{data}:2: not valid JSON" in err and f"{data}:3: expected an object" in err
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [1, 2]
+    assert rows[0]["output"] == model.generate_text(PROMPTS[0], max_new_tokens=9)
+
+    assert main(["generate", str(converted), "x", "--top-p", "2"]) == 2
+    assert "top_p must be in (0, 1]" in capsys.readouterr().err

@@ -106,17 +106,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser(
         "generate",
-        help="generate text with an exported folder on ONNX Runtime (greedy)",
-        description="Generate text with an exported folder on ONNX Runtime, no PyTorch needed (greedy decoding).",
-        epilog='example:\n  seq2seq-onnx generate models/t5-demo "spell out: 4521"',
+        help="generate text with an exported folder on ONNX Runtime",
+        description="Generate text with an exported folder on ONNX Runtime, no PyTorch needed. Options have "
+        "transformers' names and meanings; their defaults come from the folder's generation_config.json.",
+        epilog="examples:\n"
+        '  seq2seq-onnx generate models/t5-demo "spell out: 4521"\n'
+        '  seq2seq-onnx generate models/t5-demo "spell out: 17" --num-beams 4 --num-return-sequences 2 --json\n'
+        "  seq2seq-onnx generate models/t5-demo --input prompts.jsonl --output answers.jsonl --batch-size 32\n\n"
+        'JSONL input: one {"input": "..."} object per line; other fields are copied to the output line.\n'
+        "exit codes: 0 done; 1 some input lines were bad (reported, skipped); 2 bad arguments or folder.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     gen.add_argument("folder", help="exported model folder (config.json, tokenizer.json, onnx/)")
-    gen.add_argument("texts", nargs="+", metavar="TEXT", help="input text(s), generated as one batch")
+    gen.add_argument("texts", nargs="*", metavar="TEXT", help="input text(s), generated as one batch")
+    gen.add_argument("--input", help="JSONL file of inputs (instead of TEXT)")
+    gen.add_argument("--output", help="JSONL file for results (default: stdout)")
+    gen.add_argument("--batch-size", type=int, default=16, help="inputs per batch with --input (default 16)")
     gen.add_argument("--dtype", default="fp32", help="which ONNX files to load: fp32 (default), fp16, q8, int8, uint8, q4, q4f16, bnb4")
-    gen.add_argument("--max-new-tokens", type=int, default=None, help="default: from generation_config.json")
     gen.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
-    gen.add_argument("--json", action="store_true", help="print JSON lines {input, output}")
+    gen.add_argument("--json", action="store_true", help="print JSON lines {input, output} instead of plain text")
+    decoding = gen.add_argument_group("decoding options (default: generation_config.json)")
+    decoding.add_argument("--max-new-tokens", type=int)
+    decoding.add_argument("--min-new-tokens", type=int)
+    decoding.add_argument("--num-beams", type=int)
+    decoding.add_argument("--length-penalty", type=float)
+    decoding.add_argument("--early-stopping", choices=["true", "false", "never"])
+    decoding.add_argument("--num-return-sequences", type=int)
+    decoding.add_argument("--do-sample", action="store_true", default=None)
+    decoding.add_argument("--temperature", type=float)
+    decoding.add_argument("--top-k", type=int)
+    decoding.add_argument("--top-p", type=float)
+    decoding.add_argument("--repetition-penalty", type=float)
+    decoding.add_argument("--no-repeat-ngram-size", type=int)
+    decoding.add_argument("--seed", type=int)
 
     ev = sub.add_parser(
         "eval",
@@ -136,13 +158,67 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_DECODING_FLAGS = ("max_new_tokens", "min_new_tokens", "num_beams", "length_penalty", "early_stopping",
+                   "num_return_sequences", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty",
+                   "no_repeat_ngram_size", "seed")
+
+
+def _decoding_options(args) -> dict:
+    options = {k: getattr(args, k) for k in _DECODING_FLAGS if getattr(args, k) is not None}
+    if "early_stopping" in options:
+        options["early_stopping"] = {"true": True, "false": False}.get(options["early_stopping"], "never")
+    return options
+
+
 def _run_generate(args) -> int:
     from .runtime import Seq2SeqOnnxModel
 
+    if bool(args.texts) == bool(args.input):
+        raise Seq2SeqOnnxError("give either TEXT arguments or --input FILE")
+    if args.batch_size < 1:
+        raise Seq2SeqOnnxError(f"--batch-size must be at least 1, got {args.batch_size}")
+    options = _decoding_options(args)
     model = Seq2SeqOnnxModel.from_pretrained(args.folder, dtype=args.dtype, threads=args.threads)
-    outputs = model.generate_text(args.texts, max_new_tokens=args.max_new_tokens)
-    for text, output in zip(args.texts, outputs):
-        print(json.dumps({"input": text, "output": output}, ensure_ascii=False) if args.json else output)
+    model.generation_options.updated(**options)  # bad values fail here, before any input is read
+    if args.texts:
+        outputs = model.generate_text(list(args.texts), **options)
+        per_input = len(outputs) // len(args.texts)
+        for i, text in enumerate(args.texts):
+            mine = outputs[i * per_input : (i + 1) * per_input]
+            if args.json:
+                value = mine[0] if per_input == 1 else mine
+                print(json.dumps({"input": text, "output": value}, ensure_ascii=False))
+            else:
+                print("\n".join(mine))
+        return EXIT_OK
+    return _generate_file(model, args, options)
+
+
+def _generate_file(model, args, options) -> int:
+    from tqdm.auto import tqdm
+
+    from .evaluate import read_jsonl_lines
+
+    rows, bad = read_jsonl_lines(args.input, required=("input",))
+    for number, reason in bad:
+        print(f"{args.input}:{number}: {reason}; skipped", file=sys.stderr)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        with tqdm(total=len(rows), unit="input", file=sys.stderr, disable=not args.output or not sys.stderr.isatty()) as bar:
+            for start in range(0, len(rows), args.batch_size):
+                batch = rows[start : start + args.batch_size]
+                outputs = model.generate_text([row["input"] for _, row in batch], **options)
+                per_input = len(outputs) // len(batch)
+                for i, (_, row) in enumerate(batch):
+                    mine = outputs[i * per_input : (i + 1) * per_input]
+                    out.write(json.dumps({**row, "output": mine[0] if per_input == 1 else mine}, ensure_ascii=False) + "\n")
+                bar.update(len(batch))
+    finally:
+        if args.output:
+            out.close()
+    if bad:
+        print(f"{len(bad)} bad line(s) skipped; {len(rows)} generated", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -208,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             return _run_generate(args) if args.command == "generate" else _run_eval(args)
-        except (Seq2SeqOnnxError, ModelFolderError, ValueError, OSError) as err:
+        except (Seq2SeqOnnxError, ModelFolderError, ValueError, TypeError, OSError) as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_USAGE
     if args.command == "convert":

@@ -30,8 +30,9 @@ class EvalResult:
         return asdict(self)
 
 
-def load_jsonl(path: Path) -> list[dict]:
-    rows = []
+def read_jsonl_lines(path, required=("input", "target")) -> tuple[list[tuple[int, dict]], list[tuple[int, str]]]:
+    """(good rows with their line numbers, bad lines with the reason), blank lines skipped."""
+    good, bad = [], []
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
@@ -39,13 +40,25 @@ def load_jsonl(path: Path) -> list[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise Seq2SeqOnnxError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("input"), str) or not isinstance(row.get("target"), str):
-                raise Seq2SeqOnnxError(f'{path}:{number}: expected {{"input": "...", "target": "..."}}')
-            rows.append(row)
-    if not rows:
+                bad.append((number, f"not valid JSON ({err.msg})"))
+                continue
+            if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in required):
+                fields = ", ".join(f'"{k}": "..."' for k in required)
+                bad.append((number, f"expected an object with string fields {{{fields}}}"))
+                continue
+            good.append((number, row))
+    return good, bad
+
+
+def load_jsonl(path: Path) -> list[dict]:
+    """Evaluation data must be clean: the first bad line is an error naming it."""
+    good, bad = read_jsonl_lines(path)
+    if bad:
+        number, reason = bad[0]
+        raise Seq2SeqOnnxError(f"{path}:{number}: {reason}")
+    if not good:
         raise Seq2SeqOnnxError(f"{path} has no examples")
-    return rows
+    return [row for _, row in good]
 
 
 def evaluate(folder, data, dtype: str = "fp32", batch_size: int = 32, limit: int | None = None,
