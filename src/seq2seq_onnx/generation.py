@@ -233,6 +233,19 @@ class TopP:
         return np.where(remove, NEG_INF, scores)
 
 
+def _top_k_indices(x: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest values per row, largest first, ties to the lower index (like a stable sort).
+
+    argpartition first: a full sort of num_beams * vocab scores per step would cost more than the model.
+    """
+    if k >= x.shape[1]:
+        return np.argsort(-x, axis=1, kind="stable")
+    candidates = np.argpartition(-x, k - 1, axis=1)[:, :k]
+    values = np.take_along_axis(x, candidates, axis=1)
+    order = np.lexsort((candidates, -values), axis=1)
+    return np.take_along_axis(candidates, order, axis=1)
+
+
 def _softmax(x: np.ndarray) -> np.ndarray:
     x64 = x.astype(np.float64)
     x64 = x64 - x64.max(axis=-1, keepdims=True)
@@ -241,9 +254,9 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x64 = x.astype(np.float64)
-    shifted = x64 - x64.max(axis=-1, keepdims=True)
-    return (shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))).astype(np.float32)
+    """In float32, as torch computes it for float32 logits (and fast: this runs on every beam's full vocabulary)."""
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def build_processors(o: GenerationOptions) -> tuple[list, list]:
@@ -321,7 +334,7 @@ class GreedyOrSampling:
         eos = np.array(o.eos_token_ids)
         for step in range(o.new_tokens):
             current = tokens[active]
-            scores = _apply(self.processors, current, state.logits(current, step).astype(np.float32))
+            scores = _apply(self.processors, current, np.asarray(state.logits(current, step), dtype=np.float32))
             if o.do_sample:
                 scores = _apply(self.warpers, current, scores)
                 probs = _softmax(scores)
@@ -379,7 +392,7 @@ class BeamSearch:
         cur_len = 1
         while cur_len < max_length:
             flat = running[:, :, :cur_len].reshape(batch * K, cur_len)
-            log_probs = _log_softmax(state.logits(flat, cur_len - 1).astype(np.float32))
+            log_probs = _log_softmax(np.asarray(state.logits(flat, cur_len - 1), dtype=np.float32))
             log_probs = _apply(self.processors, flat, log_probs)
             if o.do_sample:
                 log_probs = _apply(self.warpers, flat, log_probs)
@@ -394,7 +407,7 @@ class BeamSearch:
                 top_scores = np.take_along_axis(top_scores, order, axis=1)
                 top_indices = np.take_along_axis(picks, order, axis=1)
             else:
-                top_indices = np.argsort(-totals, axis=1, kind="stable")[:, :keep]
+                top_indices = _top_k_indices(totals, keep)
                 top_scores = np.take_along_axis(totals, top_indices, axis=1)
             from_beam = top_indices // vocab
             new_tokens = top_indices % vocab

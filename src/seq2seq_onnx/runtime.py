@@ -124,6 +124,8 @@ class DecoderRunner:
             )
         self.output_names = [o.name for o in self.first.get_outputs()]
         self.later_output_names = [o.name for o in self.later.get_outputs()]
+        self.first_inputs = {i.name for i in self.first.get_inputs()}
+        self.later_inputs = set(self.inputs)
 
     def empty_cache(self, batch: int, encoder_states: np.ndarray) -> dict[str, np.ndarray]:
         cache = {}
@@ -135,27 +137,46 @@ class DecoderRunner:
         return cache
 
     def step(self, tokens: np.ndarray, step: int, encoder_states, encoder_mask, cache: dict) -> np.ndarray:
-        """Logits for the last position; `tokens` is the whole sequence so far. Updates `cache` in place."""
+        """Logits for the last position; `tokens` is the whole sequence so far. Updates `cache` in place.
+
+        The cache stays in ONNX Runtime values (IO binding): a step's `present.*` outputs are
+        bound as the next step's `past_key_values.*` inputs without a numpy round trip.
+        """
         use_cache = self.layout != "no-cache" and step > 0
+        session, names = (self.later, self.later_output_names) if use_cache else (self.first, self.output_names)
+        wanted = self.later_inputs if use_cache else self.first_inputs
+        binding = session.io_binding()
         feed = {
-            "input_ids": tokens[:, -1:] if use_cache else tokens,
+            "input_ids": np.ascontiguousarray(tokens[:, -1:] if use_cache else tokens),
             "encoder_attention_mask": encoder_mask,
             "encoder_hidden_states": encoder_states,
         }
-        session, names = (self.later, self.later_output_names) if use_cache else (self.first, self.output_names)
-        wanted = {i.name for i in session.get_inputs()}
         if "use_cache_branch" in wanted:
             feed["use_cache_branch"] = np.array([use_cache])
+        for name, value in feed.items():
+            if name in wanted:
+                binding.bind_cpu_input(name, value)
         if self.layout != "no-cache":
-            feed.update({k: v for k, v in cache.items() if k in wanted})
-        feed = {k: v for k, v in feed.items() if k in wanted}
-        outputs = dict(zip(names, session.run(names, feed)))
+            for name, value in cache.items():
+                if name in wanted:
+                    if isinstance(value, np.ndarray):
+                        binding.bind_cpu_input(name, value)
+                    else:
+                        binding.bind_ortvalue_input(name, value)
+        for name in names:
+            binding.bind_output(name, "cpu")
+        session.run_with_iobinding(binding)
+        outputs = dict(zip(names, binding.get_outputs()))
         for name in self.past_names:
             present = "present." + name[len("past_key_values.") :]
             # The cross-attention cache is computed once, at step 0; later steps keep it.
             if present in outputs and (".decoder." in name or step == 0):
                 cache[name] = outputs[present]
-        return outputs["logits"][:, -1, :]
+        return outputs["logits"].numpy()[:, -1, :]
+
+
+def _numpy(value) -> np.ndarray:
+    return value if isinstance(value, np.ndarray) else value.numpy()
 
 
 class _DecodingState:
@@ -172,13 +193,15 @@ class _DecodingState:
 
     def select(self, rows: np.ndarray) -> None:
         self.states, self.mask = self.states[rows], self.mask[rows]
-        self.cache = {k: v[rows] for k, v in self.cache.items()}
+        self.cache = {k: _numpy(v)[rows] for k, v in self.cache.items()}
 
     def reorder_beams(self, rows: np.ndarray) -> None:
         # Beams of one input share its cross-attention cache; only the self-attention cache moves.
+        if np.array_equal(rows, np.arange(len(rows))):
+            return  # every beam continues itself: nothing to move
         for name, value in self.cache.items():
             if ".decoder." in name:
-                self.cache[name] = value[rows]
+                self.cache[name] = _numpy(value)[rows]
 
 
 class Seq2SeqOnnxModel:
