@@ -62,8 +62,23 @@ def format_summary(result) -> str:
                 f"tokens {'identical' if case.tokens_match else 'differ'}, "
                 f"max |logit diff| {case.max_logits_diff:.1e}"
             )
+    if result.quantization:
+        lines.append("")
+        lines.append(format_quantization(result.quantization))
     for note in result.notes:
         lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+def format_quantization(reports) -> str:
+    lines = ["Quantized variants (checked in ONNX Runtime; token agreement with fp32 on 2 prompts x 16 tokens):"]
+    for r in reports:
+        if r.kept:
+            size = sum(r.files.values())
+            agreement = f"{r.token_agreement:.0%}" if r.token_agreement is not None else "-"
+            lines.append(f"  {r.dtype:<6} written  {_human_size(size):>9}  tokens as fp32: {agreement}")
+        else:
+            lines.append(f"  {r.dtype:<6} DROPPED  {r.reason}")
     return "\n".join(lines)
 
 
@@ -83,6 +98,9 @@ def _add_convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-validation", action="store_true", help="do not compare the export with PyTorch (not recommended)")
     p.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
     p.add_argument("--trust-remote-code", action="store_true", help="allow checkpoints with custom modeling code")
+    p.add_argument("--quantize", nargs="*", metavar="DTYPE", default=None,
+                   help="also write quantized variants for Transformers.js: q8 int8 uint8 q4 q4f16 bnb4 fp16 "
+                   "(bare --quantize: all)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout (no progress bar)")
 
 
@@ -139,6 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
     decoding.add_argument("--repetition-penalty", type=float)
     decoding.add_argument("--no-repeat-ngram-size", type=int)
     decoding.add_argument("--seed", type=int)
+
+    qz = sub.add_parser(
+        "quantize",
+        help="write quantized variants (q8, int8, uint8, q4, q4f16, bnb4, fp16) of an existing export",
+        description="Write quantized variants of an export folder's fp32 files, with Transformers.js file suffixes "
+        "(_quantized, _int8, _uint8, _q4, _q4f16, _bnb4, _fp16), and quantize_config.json. Each variant is loaded "
+        "and run in ONNX Runtime before it is kept; one that fails is not written, and the summary says why.",
+        epilog="example:\n  seq2seq-onnx quantize models/t5-demo --modes q8 q4 fp16",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    qz.add_argument("folder", help="export folder with onnx/encoder_model.onnx and onnx/decoder_model_merged.onnx")
+    qz.add_argument("--modes", nargs="+", default=None, metavar="DTYPE", help="default: all")
+    qz.add_argument("--json", action="store_true", help="print the result as JSON")
 
     ev = sub.add_parser(
         "eval",
@@ -222,6 +253,19 @@ def _generate_file(model, args, options) -> int:
     return EXIT_OK
 
 
+def _run_quantize(args) -> int:
+    from dataclasses import asdict
+
+    from .quantize import MODES, quantize_folder
+
+    reports = quantize_folder(args.folder, args.modes or MODES, progress=not args.json and sys.stderr.isatty())
+    if args.json:
+        print(json.dumps([asdict(r) for r in reports], indent=2))
+    else:
+        print(format_quantization(reports))
+    return EXIT_OK if all(r.kept for r in reports) else EXIT_FAILED
+
+
 def _run_eval(args) -> int:
     from .evaluate import evaluate
 
@@ -241,7 +285,7 @@ def _run_eval(args) -> int:
     return EXIT_OK
 
 
-def _run_convert(source, output, *, as_json: bool, quantize: bool = False, **kwargs) -> int:
+def _run_convert(source, output, *, as_json: bool, **kwargs) -> int:
     from .convert import convert
 
     try:
@@ -269,21 +313,18 @@ def _run_convert(source, output, *, as_json: bool, quantize: bool = False, **kwa
             file=sys.stderr,
         )
         return EXIT_FAILED
-    if quantize:
-        result.notes.append(
-            "--quantize: quantized variants are not produced by this version yet; only the fp32 files were written"
-        )
     print(json.dumps(result.to_dict(), indent=2) if as_json else format_summary(result))
     return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("generate", "eval"):
+    if args.command in ("generate", "eval", "quantize"):
         from .runtime import ModelFolderError
 
+        run = {"generate": _run_generate, "eval": _run_eval, "quantize": _run_quantize}[args.command]
         try:
-            return _run_generate(args) if args.command == "generate" else _run_eval(args)
+            return run(args)
         except (Seq2SeqOnnxError, ModelFolderError, ValueError, TypeError, OSError) as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_USAGE
@@ -298,8 +339,20 @@ def main(argv: list[str] | None = None) -> int:
             validate=not args.skip_validation,
             overwrite=args.overwrite,
             trust_remote_code=args.trust_remote_code,
+            quantize=_quantize_modes(args.quantize),
         )
     return EXIT_USAGE
+
+
+def _quantize_modes(value) -> tuple[str, ...]:
+    """--quantize absent: none; bare: all; with names: those."""
+    from .quantize import MODES
+
+    if value is None or value is False:
+        return ()
+    if value is True or value == []:
+        return MODES
+    return tuple(value)
 
 
 def _flag(value: str | None) -> bool:
@@ -316,7 +369,7 @@ def _flag(value: str | None) -> bool:
 # Flags of the old script that this tool has no use for; accepted so old commands still run.
 _IGNORED_LEGACY = ("library_name", "variant", "output_attentions", "split_modalities", "custom_onnx_configs",
                    "skip_onnxslim", "per_channel", "reduce_range", "block_size", "is_symmetric",
-                   "accuracy_level", "quant_type", "op_block_list", "modes", "tokenizer_id")
+                   "accuracy_level", "quant_type", "op_block_list", "tokenizer_id")
 
 
 def legacy_main(argv: list[str] | None = None) -> int:
@@ -330,7 +383,8 @@ def legacy_main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", default="auto", help="auto, text2text-generation-with-past or text2text-generation "
                    "(all export the decoder with past key values)")
     p.add_argument("--quantize", nargs="?", const=None, default=False, type=_flag, metavar="BOOL",
-                   help="also write quantized variants")
+                   help="also write quantized variants (all of --modes)")
+    p.add_argument("--modes", nargs="+", default=None, help="dtypes for --quantize (default: all)")
     p.add_argument("--output_parent_dir", default="./models/", help="parent folder of the output (default: ./models/)")
     p.add_argument("--opset", type=int, default=None)
     p.add_argument("--device", default="cpu", help="accepted for compatibility; export runs on the CPU")
@@ -361,7 +415,7 @@ def legacy_main(argv: list[str] | None = None) -> int:
         args.model_id,
         output,
         as_json=args.json,
-        quantize=args.quantize,
+        quantize=(tuple(args.modes) if args.modes else _quantize_modes(True)) if args.quantize else (),
         task=args.task,
         opset=args.opset,
         validate=not args.skip_validation,

@@ -19,11 +19,17 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .errors import OutputExistsError, SourceNotFoundError, UnsupportedModelError, VerificationError
+from .errors import (
+    OutputExistsError,
+    Seq2SeqOnnxError,
+    SourceNotFoundError,
+    UnsupportedModelError,
+    VerificationError,
+)
 from .source import TASK_WITH_PAST, resolve_source, resolve_task
 
 ENCODER_FILE = "encoder_model.onnx"
@@ -42,6 +48,7 @@ class ConversionResult:
     verification: object | None = None  # VerificationReport, or None when skipped
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    quantization: list = field(default_factory=list)  # quantize.VariantReport per requested dtype
 
     def to_dict(self) -> dict:
         return {
@@ -53,6 +60,7 @@ class ConversionResult:
             "verification": self.verification.to_dict() if self.verification is not None else None,
             "notes": self.notes,
             "seconds": round(self.seconds, 2),
+            "quantization": [asdict(v) for v in self.quantization],
         }
 
 
@@ -222,11 +230,13 @@ def convert(
     trust_remote_code: bool = False,
     progress: bool = True,
     max_new_tokens: int | None = None,
+    quantize: list[str] | tuple[str, ...] = (),
 ) -> ConversionResult:
     """Export `source` (hub id or local folder) to `output`, verify it, and put it in place.
 
-    Raises Seq2SeqOnnxError subclasses with a user-readable message; VerificationError
-    carries the report. On any failure `output` is left as it was.
+    `quantize` names Transformers.js dtypes (q8, int8, uint8, q4, q4f16, bnb4, fp16) to write
+    beside the fp32 files. Raises Seq2SeqOnnxError subclasses with a user-readable message;
+    VerificationError carries the report. On any failure `output` is left as it was.
     """
     from .export import DEFAULT_OPSET, check_opset
     from .tokenizer import write_tokenizer_files
@@ -250,6 +260,13 @@ def convert(
     stage_names = ["loading model", "exporting encoder", "exporting decoder"]
     stage_names += ["exporting decoder with past", "merging decoders"] if with_past else []
     stage_names += ["writing tokenizer and configs"] + (["verifying against PyTorch"] if validate else [])
+    stage_names += ["quantizing"] if quantize else []
+    if quantize:
+        from .quantize import MODES
+
+        unknown = [m for m in quantize if m not in MODES]
+        if unknown:
+            raise Seq2SeqOnnxError(f"unknown quantization mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     stages = _Stages(stage_names, enabled=progress)
     created_parents = _make_parents(output.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
@@ -285,6 +302,18 @@ def convert(
                 )
         else:
             result.notes.append("verification skipped (--skip-validation): the export was not compared with PyTorch")
+
+        if quantize and not with_past:
+            result.notes.append("--quantize ignored with --no-past: Transformers.js cannot load that layout anyway")
+        elif quantize:
+            from .quantize import quantize_folder
+
+            stages.start("quantizing")
+            result.quantization = quantize_folder(tmp, quantize)
+            stages.done()
+            for variant in result.quantization:
+                if not variant.kept:
+                    result.notes.append(f"{variant.dtype} not written: {variant.reason}")
 
         info = {
             "source": source if not src.is_local else src.ref,

@@ -138,10 +138,11 @@ def merge_decoders(no_past: onnx.ModelProto, with_past: onnx.ModelProto) -> onnx
 
     outputs = []
     for out in g0.output:
-        dims = [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
-        if out.name.startswith("present.") and ".decoder." in out.name:
+        tensor_type = out.type.tensor_type
+        dims = [d.dim_param or d.dim_value for d in tensor_type.shape.dim] if tensor_type.HasField("shape") else None
+        if dims and out.name.startswith("present.") and ".decoder." in out.name:
             dims[2] = "present_sequence_length"
-        outputs.append(helper.make_tensor_value_info(out.name, out.type.tensor_type.elem_type, dims))
+        outputs.append(helper.make_tensor_value_info(out.name, tensor_type.elem_type, dims))
 
     del g0.node[:]
     g0.node.append(if_node)
@@ -153,3 +154,52 @@ def merge_decoders(no_past: onnx.ModelProto, with_past: onnx.ModelProto) -> onnx
     g0.name = "merged_decoder"
     no_past.producer_name = "seq2seq-onnx"
     return no_past
+
+
+def split_merged(merged: onnx.ModelProto) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """The two decoders of a merged graph as standalone models (no-past, with-past).
+
+    Graph tools that do not follow weights into `If` branches (onnxruntime's float16 converter)
+    work on these; `merge_decoders` then joins their results again.
+    """
+    graph = merged.graph
+    (if_node,) = [n for n in graph.node if n.op_type == "If"]
+    if len(graph.node) != 1:
+        raise ValueError("not a graph made by merge_decoders: expected a single If node")
+    inputs = {i.name: i for i in graph.input if i.name != USE_CACHE_BRANCH}
+    initializers = {t.name: t for t in graph.initializer}
+    branches = {a.name: a.g for a in if_node.attribute}
+    models = []
+    for key in ("else_branch", "then_branch"):  # else: no past; then: with past
+        branch = onnx.GraphProto()
+        branch.CopyFrom(branches[key])
+        rename = {out.name: final for out, final in zip(branch.output, if_node.output)}
+        for node in branch.node:
+            for i, name in enumerate(node.output):
+                node.output[i] = rename.get(name, name)
+        _rename_inputs(branch, rename)
+        used = {name for node in _all_nodes(branch) for name in node.input}
+        outputs = [helper.make_tensor_value_info(final, o.type.tensor_type.elem_type, None)
+                   for o, final in zip(branch.output, if_node.output)]
+        standalone = helper.make_graph(
+            list(branch.node),
+            key,
+            [inputs[n] for n in inputs if n in used],
+            outputs,
+            initializer=[initializers[n] for n in initializers if n in used],
+        )
+        model = helper.make_model(standalone, opset_imports=list(merged.opset_import))
+        model.ir_version = merged.ir_version
+        models.append(model)
+    return models[0], models[1]
+
+
+def _all_nodes(graph: onnx.GraphProto):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_nodes(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _all_nodes(g)
