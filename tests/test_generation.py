@@ -173,3 +173,42 @@ def test_generate_command_options_and_files(converted, tmp_path, capsys):
 
     assert main(["generate", str(converted), "x", "--top-p", "2"]) == 2
     assert "top_p must be in (0, 1]" in capsys.readouterr().err
+
+
+FAMILIES = {
+    "t5": ("t5", {}),
+    "mt5": ("mt5", {}),
+    "umt5": ("umt5", {}),
+    "decoder layers != encoder layers": ("flan-t5", {"num_layers": 2, "num_decoder_layers": 3}),
+    "num_heads * d_kv != d_model": ("flan-t5", {"d_model": 32, "num_heads": 3, "d_kv": 16}),
+}
+
+
+@pytest.mark.parametrize("variant,config", list(FAMILIES.values()), ids=list(FAMILIES))
+def test_every_family_greedy_and_beam(make_model, tmp_path, variant, config):
+    from seq2seq_onnx.convert import convert
+
+    src = make_model(variant, **config)
+    convert(str(src), tmp_path / "out", progress=False, validate=False)
+    model = Seq2SeqOnnxModel.from_pretrained(tmp_path / "out")
+    ids, mask = model.tokenize(PROMPTS)
+    for options in ({}, {"num_beams": 3, "num_return_sequences": 2, "no_repeat_ngram_size": 3}):
+        expected, expected_scores = reference(src, ids, mask, options)
+        result = model.generate(ids, mask, return_dict=True, **{"max_new_tokens": 20, **options})
+        np.testing.assert_array_equal(result.sequences, expected)
+        if expected_scores is not None:
+            np.testing.assert_allclose(result.scores, expected_scores, rtol=1e-4, atol=1e-4)
+
+
+def test_runtime_needs_neither_torch_nor_transformers(converted):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from seq2seq_onnx import Seq2SeqOnnxModel; "
+        f"m = Seq2SeqOnnxModel.from_pretrained({str(converted)!r}); m.generate_text('Hello', num_beams=2); "
+        "print(sorted(k for k in ('torch', 'transformers') if k in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
