@@ -6,6 +6,9 @@ from seq2seq_onnx.testing import build_model
 
 # The hub is never reachable here; make transformers fail fast instead of retrying.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Conversions check in Transformers.js only where a test asks for it (tests/test_transformersjs.py):
+# Node takes a few seconds per run, and most tests are about other things.
+os.environ["SEQ2SEQ_ONNX_TRANSFORMERSJS"] = "0"
 
 
 @pytest.fixture(scope="session")

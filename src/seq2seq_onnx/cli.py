@@ -62,6 +62,10 @@ def format_summary(result) -> str:
                 f"tokens {'identical' if case.tokens_match else 'differ'}, "
                 f"max |logit diff| {case.max_logits_diff:.1e}"
             )
+    if result.transformersjs is not None:
+        check = result.transformersjs
+        lines.append(f"  {'Transformers.js':<13} {'ok' if check.passed else 'MISMATCH':<8} "
+                     f"{len(check.cases)} prompts in Node, tokens {'identical' if check.exact else 'differ'}")
     if result.quantization:
         lines.append("")
         lines.append(format_quantization(result.quantization))
@@ -96,6 +100,8 @@ def _add_convert_args(p: argparse.ArgumentParser) -> None:
                    "(Transformers.js cannot use it; for other runtimes only)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset, 12 to 20 (default: 17)")
     p.add_argument("--skip-validation", action="store_true", help="do not compare the export with PyTorch (not recommended)")
+    p.add_argument("--skip-transformersjs", action="store_true",
+                   help="do not also check the export in Transformers.js under Node (done when Node and its packages are installed)")
     p.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
     p.add_argument("--trust-remote-code", action="store_true", help="allow checkpoints with custom modeling code")
     p.add_argument("--quantize", nargs="*", metavar="DTYPE", default=None,
@@ -170,6 +176,36 @@ def build_parser() -> argparse.ArgumentParser:
     qz.add_argument("folder", help="export folder with onnx/encoder_model.onnx and onnx/decoder_model_merged.onnx")
     qz.add_argument("--modes", nargs="+", default=None, metavar="DTYPE", help="default: all")
     qz.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    ver = sub.add_parser(
+        "verify",
+        help="greedy ids of an export against PyTorch, in Python ONNX Runtime and in Transformers.js (Node)",
+        description="Check an export folder against PyTorch on its source checkpoint: greedy generation on fixed "
+        "prompts, for every dtype present, in Python ONNX Runtime (fed as Transformers.js feeds it) and in real "
+        "Transformers.js under Node (offline). fp32 must give PyTorch's ids exactly; quantized dtypes must run, "
+        "and their agreement with PyTorch is reported.",
+        epilog="exit codes: 0 passed; 1 a check failed; 2 bad arguments, no reference, or (with "
+        "--runtime transformers.js) no Node.js.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ver.add_argument("folder", help="export folder")
+    ver.add_argument("--reference", help="source checkpoint (hub id or folder); default: the one recorded at conversion")
+    ver.add_argument("--dtype", nargs="+", default=None, help="dtypes to check (default: all present)")
+    ver.add_argument("--runtime", choices=["python", "transformers.js", "all"], default="all")
+    ver.add_argument("--max-new-tokens", type=int, default=20)
+    ver.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    ins = sub.add_parser(
+        "inspect",
+        help="diagnose any export folder (ours or not) and say whether Transformers.js will run it right",
+        description="Diagnose an export folder without loading its weights: files by dtype, which dtypes "
+        "Transformers.js will find, opset, IR version, inputs and outputs, the decoder cache (past_key_values, "
+        "use_cache_branch) against config.json, tokenizer files; then a verdict a person can act on.",
+        epilog="exit codes: 0 healthy; 1 problems found; 2 not an export folder.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ins.add_argument("folder", help="export folder (config.json, tokenizer files, onnx/)")
+    ins.add_argument("--json", action="store_true", help="print the report as JSON")
 
     ev = sub.add_parser(
         "eval",
@@ -266,6 +302,37 @@ def _run_quantize(args) -> int:
     return EXIT_OK if all(r.kept for r in reports) else EXIT_FAILED
 
 
+def _run_verify(args) -> int:
+    from .verify import verify_folder
+
+    runtimes = ["python", "transformers.js"] if args.runtime == "all" else [args.runtime]
+    result = verify_folder(args.folder, reference=args.reference, dtypes=args.dtype, runtimes=runtimes,
+                           max_new_tokens=args.max_new_tokens)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(f"{result.folder} against {result.reference} (PyTorch greedy, up to {args.max_new_tokens} new tokens)")
+        for c in result.checks:
+            if c.error:
+                status = f"FAILED  {c.error}"
+            else:
+                status = ("ok      " if c.passed else "FAILED  ") + ("ids identical" if c.exact else
+                                                                    f"ids differ, {c.agreement:.0%} of tokens agree")
+            print(f"  {c.dtype:<6} {c.runtime:<16} {status}")
+        for note in result.notes:
+            print(f"note: {note}")
+        print("verification " + ("PASSED" if result.passed else "FAILED"))
+    return EXIT_OK if result.passed else EXIT_FAILED
+
+
+def _run_inspect(args) -> int:
+    from .inspect import format_report, inspect_folder
+
+    report = inspect_folder(args.folder)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
+    return report.exit_code
+
+
 def _run_eval(args) -> int:
     from .evaluate import evaluate
 
@@ -319,10 +386,12 @@ def _run_convert(source, output, *, as_json: bool, **kwargs) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("generate", "eval", "quantize"):
+    if args.command == "inspect":
+        return _run_inspect(args)
+    if args.command in ("generate", "eval", "quantize", "verify"):
         from .runtime import ModelFolderError
 
-        run = {"generate": _run_generate, "eval": _run_eval, "quantize": _run_quantize}[args.command]
+        run = {"generate": _run_generate, "eval": _run_eval, "quantize": _run_quantize, "verify": _run_verify}[args.command]
         try:
             return run(args)
         except (Seq2SeqOnnxError, ModelFolderError, ValueError, TypeError, OSError) as err:
@@ -340,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             trust_remote_code=args.trust_remote_code,
             quantize=_quantize_modes(args.quantize),
+            transformersjs=False if args.skip_transformersjs else None,
         )
     return EXIT_USAGE
 

@@ -49,6 +49,7 @@ class ConversionResult:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     quantization: list = field(default_factory=list)  # quantize.VariantReport per requested dtype
+    transformersjs: object | None = None  # verify.RuntimeCheck when checked in Transformers.js
 
     def to_dict(self) -> dict:
         return {
@@ -61,6 +62,7 @@ class ConversionResult:
             "notes": self.notes,
             "seconds": round(self.seconds, 2),
             "quantization": [asdict(v) for v in self.quantization],
+            "transformersjs": asdict(self.transformersjs) if self.transformersjs is not None else None,
         }
 
 
@@ -231,10 +233,12 @@ def convert(
     progress: bool = True,
     max_new_tokens: int | None = None,
     quantize: list[str] | tuple[str, ...] = (),
+    transformersjs: bool | None = None,
 ) -> ConversionResult:
     """Export `source` (hub id or local folder) to `output`, verify it, and put it in place.
 
-    `quantize` names Transformers.js dtypes (q8, int8, uint8, q4, q4f16, bnb4, fp16) to write
+    `transformersjs`: also check the fp32 export in Transformers.js under Node (None: when Node
+    and the npm packages are installed, see `seq2seq-onnx verify`). `quantize` names Transformers.js dtypes (q8, int8, uint8, q4, q4f16, bnb4, fp16) to write
     beside the fp32 files. Raises Seq2SeqOnnxError subclasses with a user-readable message;
     VerificationError carries the report. On any failure `output` is left as it was.
     """
@@ -300,6 +304,26 @@ def convert(
                     f"{output}\n{report.summary()}",
                     report,
                 )
+            from .verify import transformersjs_available, transformersjs_check
+
+            from .families import transformersjs_supports
+
+            if with_past and not transformersjs_supports(src.model_type):
+                result.notes.append(
+                    f"Transformers.js (4.3.1) does not know model_type {src.model_type!r}: this export runs in "
+                    "ONNX Runtime (Python, `seq2seq_onnx.Seq2SeqOnnxModel`), not in Transformers.js"
+                )
+            elif with_past and (transformersjs if transformersjs is not None else transformersjs_available()):
+                stages.start("verifying in Transformers.js")
+                result.transformersjs = transformersjs_check(tmp, model, max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
+                stages.done()
+                if not result.transformersjs.passed:
+                    reason = result.transformersjs.error or "greedy ids differ from PyTorch"
+                    raise VerificationError(f"Transformers.js does not reproduce PyTorch on the export ({reason}); "
+                                            f"nothing was written to {output}", report)
+            elif with_past:
+                result.notes.append("not checked in Transformers.js (Node.js or its npm packages not installed; "
+                                    "`seq2seq-onnx verify OUT` installs them and checks)")
         else:
             result.notes.append("verification skipped (--skip-validation): the export was not compared with PyTorch")
 

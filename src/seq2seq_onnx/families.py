@@ -30,6 +30,8 @@ class ModelFamily:
     # checkpoints whose AutoTokenizer mapping cannot (transformers 5 maps umt5 to a class
     # that needs tokenizer.json).
     sentencepiece_tokenizer: str | None = None
+    # model_type values Transformers.js (4.3.1) knows; others run in ONNX Runtime only.
+    transformersjs_model_types: tuple[str, ...] = ()
 
     def cache_layout(self, config) -> CacheLayout:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -52,6 +54,7 @@ T5 = T5Family(
     name="T5",
     model_types=("t5", "mt5", "umt5"),
     sentencepiece_tokenizer="T5Tokenizer",
+    transformersjs_model_types=("t5", "mt5"),  # no "umt5" in @huggingface/transformers 4.3.1
     hub_checkpoints={
         **_names("google-t5", "t5", ("small", "base", "large", "3b", "11b")),
         **_names("google", "flan-t5", ("small", "base", "large", "xl", "xxl")),
@@ -80,6 +83,11 @@ def family_for(model_type: str) -> ModelFamily | None:
         if model_type in family.model_types:
             return family
     return None
+
+
+def transformersjs_supports(model_type: str) -> bool:
+    family = family_for(model_type)
+    return family is not None and model_type in family.transformersjs_model_types
 
 
 def suggest_checkpoint(name: str) -> str | None:

@@ -9,6 +9,7 @@ when fed the whole prefix (the repeated-token bug) fails here, as it fails in th
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -251,3 +252,173 @@ def verify_export(
             )
         )
     return report
+
+
+# ---------------------------------------------------------------------------------------------
+# `seq2seq-onnx verify`: an existing folder, every dtype, Python ONNX Runtime and Transformers.js
+
+
+@dataclass
+class RuntimeCheck:
+    dtype: str
+    runtime: str
+    passed: bool = False
+    exact: bool = False
+    agreement: float | None = None  # share of generated positions equal to PyTorch's
+    error: str = ""
+    cases: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class FolderVerification:
+    folder: str
+    reference: str
+    checks: list[RuntimeCheck] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    def to_dict(self) -> dict:
+        return {"folder": self.folder, "reference": self.reference, "passed": self.passed, "notes": self.notes,
+                "checks": [asdict(c) for c in self.checks]}
+
+
+def _agreement(reference: list[int], got: list[int]) -> float:
+    length = max(len(reference), len(got)) - 1
+    if length <= 0:
+        return 1.0
+    same = sum(1 for a, b in zip(reference[1:], got[1:]) if a == b)
+    return same / length
+
+
+def _score(check: RuntimeCheck, dtype: str) -> None:
+    check.exact = all(c["ids"] == c["reference_ids"] for c in check.cases)
+    check.agreement = sum(_agreement(c["reference_ids"], c["ids"]) for c in check.cases) / len(check.cases)
+    # fp32 must be PyTorch's ids exactly; quantized dtypes legitimately differ, so they must run
+    check.passed = check.exact if dtype == "fp32" else True
+
+
+def transformersjs_available() -> bool:
+    """Node and the installed npm packages are there (conversion never installs them itself)."""
+    import os
+    import shutil
+
+    from .transformersjs import node_dir
+
+    if os.environ.get("SEQ2SEQ_ONNX_TRANSFORMERSJS", "1") == "0" or shutil.which("node") is None:
+        return False
+    return (node_dir() / "node_modules" / "@huggingface" / "transformers" / "package.json").is_file()
+
+
+def transformersjs_check(folder: Path, model, prompts=DEFAULT_PROMPTS, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                         dtype: str = "fp32") -> RuntimeCheck:
+    """Greedy ids of `folder` in Transformers.js against PyTorch `model`, one prompt at a time."""
+    from . import transformersjs
+
+    config, gen = model.config, model.generation_config
+    pad_id = config.pad_token_id if config.pad_token_id is not None else 0
+    eos_ids = _as_eos_set(gen.eos_token_id if gen.eos_token_id is not None else config.eos_token_id)
+    check = RuntimeCheck(dtype=dtype, runtime="transformers.js")
+    try:
+        for row in transformersjs.generate(folder, prompts, dtype, max_new_tokens):
+            ids = np.array([row["input_ids"]], dtype=np.int64)
+            expected = reference_greedy(model, ids, np.ones_like(ids), config.decoder_start_token_id, eos_ids, pad_id,
+                                        max_new_tokens)[0][0].tolist()
+            check.cases.append({"prompt": row["prompt"], "reference_ids": expected, "ids": row["ids"]})
+        _score(check, dtype)
+    except Exception as err:
+        check.error = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+    return check
+
+
+def recorded_source(folder: Path) -> str | None:
+    info = folder / "seq2seq_onnx.json"
+    if info.is_file():
+        return json.loads(info.read_text()).get("source")
+    return None
+
+
+def verify_folder(folder, reference: str | None = None, dtypes=None, runtimes=("python", "transformers.js"),
+                  prompts=DEFAULT_PROMPTS, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> FolderVerification:
+    """Greedy ids of every dtype of an export, in each runtime, against PyTorch on the source checkpoint."""
+    from .errors import Seq2SeqOnnxError
+    from .runtime import DTYPE_SUFFIXES
+
+    folder = Path(folder)
+    reference = reference or recorded_source(folder)
+    if not reference:
+        raise Seq2SeqOnnxError(f"{folder} records no source checkpoint (no seq2seq_onnx.json): pass --reference SOURCE")
+    onnx_dir = folder / "onnx"
+    present = [d for d, s in DTYPE_SUFFIXES.items() if (onnx_dir / f"encoder_model{s}.onnx").is_file()]
+    dtypes = list(dtypes or present)
+    missing = [d for d in dtypes if d not in present]
+    if missing:
+        raise Seq2SeqOnnxError(f"{folder} has no {', '.join(missing)} files; dtypes present: {', '.join(present) or 'none'}")
+
+    from .convert import _load_model
+    from .source import resolve_source
+
+    model = _load_model(resolve_source(reference), trust_remote_code=False)
+    tokenizer = load_prompts_tokenizer(folder)
+    gen = model.generation_config
+    start_id = model.config.decoder_start_token_id
+    pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    eos_ids = _as_eos_set(gen.eos_token_id if gen.eos_token_id is not None else model.config.eos_token_id)
+    expected, python_ids = {}, {}
+    for prompt in prompts:
+        ids, mask = encode_batch(tokenizer, [prompt], pad_id, model.config.vocab_size)
+        expected[prompt] = reference_greedy(model, ids, mask, start_id, eos_ids, pad_id, max_new_tokens)[0][0].tolist()
+        python_ids[prompt] = ids[0].tolist()
+
+    result = FolderVerification(folder=str(folder), reference=reference)
+    from .families import transformersjs_supports
+
+    if "transformers.js" in runtimes and not transformersjs_supports(model.config.model_type):
+        message = f"Transformers.js (4.3.1) does not support model_type {model.config.model_type!r}"
+        if list(runtimes) == ["transformers.js"]:
+            raise Seq2SeqOnnxError(message)
+        result.notes.append(message + "; checked in Python ONNX Runtime only")
+        runtimes = [r for r in runtimes if r != "transformers.js"]
+    if "transformers.js" in runtimes:
+        from .transformersjs import TransformersJsUnavailable, ensure_installed
+
+        try:
+            ensure_installed()
+        except TransformersJsUnavailable as err:
+            if list(runtimes) == ["transformers.js"]:
+                raise Seq2SeqOnnxError(str(err)) from None
+            result.notes.append(str(err))
+            runtimes = [r for r in runtimes if r != "transformers.js"]
+
+    for dtype in dtypes:
+        suffix = DTYPE_SUFFIXES[dtype]
+        for runtime in runtimes:
+            check = RuntimeCheck(dtype=dtype, runtime=runtime)
+            try:
+                if runtime == "python":
+                    decoder = onnx_dir / f"decoder_model_merged{suffix}.onnx"
+                    if not decoder.is_file():
+                        decoder = onnx_dir / f"decoder_model{suffix}.onnx"
+                    encoder = _session(onnx_dir / f"encoder_model{suffix}.onnx")
+                    session = _session(decoder)
+                    for prompt in prompts:
+                        ids, mask = encode_batch(tokenizer, [prompt], pad_id, model.config.vocab_size)
+                        got, _ = onnx_greedy(encoder, session, ids, mask, start_id, eos_ids, pad_id, max_new_tokens)
+                        check.cases.append({"prompt": prompt, "reference_ids": expected[prompt], "ids": got[0].tolist()})
+                else:
+                    from . import transformersjs
+
+                    for row in transformersjs.generate(folder, prompts, dtype, max_new_tokens):
+                        if row["input_ids"] != python_ids[row["prompt"]]:
+                            result.notes.append(
+                                f"Transformers.js tokenizes {row['prompt']!r} as {row['input_ids']}, "
+                                f"the tokenizers library as {python_ids[row['prompt']]}"
+                            )
+                        check.cases.append({"prompt": row["prompt"], "reference_ids": expected[row["prompt"]], "ids": row["ids"]})
+                _score(check, dtype)
+            except Exception as err:  # a dtype that does not load or run is a failed check, not a crash
+                check.error = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+            result.checks.append(check)
+    return result

@@ -1,0 +1,33 @@
+// Greedy generation with Transformers.js, fully offline, for `seq2seq-onnx verify`.
+// stdin: {"folder": "/abs/path", "dtype": "fp32", "prompts": ["..."], "max_new_tokens": 20}
+// stdout: {"results": [{"prompt": "...", "input_ids": [...], "ids": [...]}]}
+import { AutoTokenizer, AutoModelForSeq2SeqLM, env } from '@huggingface/transformers';
+
+env.allowRemoteModels = false;
+env.useFSCache = false;
+
+const chunks = [];
+for await (const chunk of process.stdin) chunks.push(chunk);
+const request = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+
+const tokenizer = await AutoTokenizer.from_pretrained(request.folder);
+const model = await AutoModelForSeq2SeqLM.from_pretrained(request.folder, { dtype: request.dtype });
+const results = [];
+for (const prompt of request.prompts) {
+  const inputs = tokenizer(prompt);
+  const output = await model.generate({
+    ...inputs,
+    max_new_tokens: request.max_new_tokens,
+    do_sample: false,
+    num_beams: 1,
+    repetition_penalty: 1.0,
+    no_repeat_ngram_size: 0,
+    min_length: 0,
+  });
+  results.push({
+    prompt,
+    input_ids: Array.from(inputs.input_ids.data, Number),
+    ids: output.tolist()[0].map(Number),
+  });
+}
+process.stdout.write(JSON.stringify({ results }));
