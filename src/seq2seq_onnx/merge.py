@@ -156,44 +156,6 @@ def merge_decoders(no_past: onnx.ModelProto, with_past: onnx.ModelProto) -> onnx
     return no_past
 
 
-def split_merged(merged: onnx.ModelProto) -> tuple[onnx.ModelProto, onnx.ModelProto]:
-    """The two decoders of a merged graph as standalone models (no-past, with-past).
-
-    Graph tools that do not follow weights into `If` branches (onnxruntime's float16 converter)
-    work on these; `merge_decoders` then joins their results again.
-    """
-    graph = merged.graph
-    (if_node,) = [n for n in graph.node if n.op_type == "If"]
-    if len(graph.node) != 1:
-        raise ValueError("not a graph made by merge_decoders: expected a single If node")
-    inputs = {i.name: i for i in graph.input if i.name != USE_CACHE_BRANCH}
-    initializers = {t.name: t for t in graph.initializer}
-    branches = {a.name: a.g for a in if_node.attribute}
-    models = []
-    for key in ("else_branch", "then_branch"):  # else: no past; then: with past
-        branch = onnx.GraphProto()
-        branch.CopyFrom(branches[key])
-        rename = {out.name: final for out, final in zip(branch.output, if_node.output)}
-        for node in branch.node:
-            for i, name in enumerate(node.output):
-                node.output[i] = rename.get(name, name)
-        _rename_inputs(branch, rename)
-        used = {name for node in _all_nodes(branch) for name in node.input}
-        outputs = [helper.make_tensor_value_info(final, o.type.tensor_type.elem_type, None)
-                   for o, final in zip(branch.output, if_node.output)]
-        standalone = helper.make_graph(
-            list(branch.node),
-            key,
-            [inputs[n] for n in inputs if n in used],
-            outputs,
-            initializer=[initializers[n] for n in initializers if n in used],
-        )
-        model = helper.make_model(standalone, opset_imports=list(merged.opset_import))
-        model.ir_version = merged.ir_version
-        models.append(model)
-    return models[0], models[1]
-
-
 def _all_nodes(graph: onnx.GraphProto):
     for node in graph.node:
         yield node
