@@ -95,3 +95,16 @@ def test_path_traversal_is_refused_without_reading(tmp_path):
         assert proc.returncode == 1
         assert "outside its folder; refusing to read it" in proc.stdout
         assert "Traceback" not in proc.stderr
+
+
+def test_verify_without_node_says_how_to_get_it(converted, capsys, monkeypatch):
+    import seq2seq_onnx.transformersjs as tjs
+
+    monkeypatch.setattr(tjs.shutil, "which", lambda name: None)
+    assert main(["verify", str(converted), "--json"]) == 0  # Python ONNX Runtime still checks
+    result = json.loads(capsys.readouterr().out)
+    assert [c["runtime"] for c in result["checks"]] == ["python"] and result["passed"]
+    assert any("Node.js 20+ and npm are needed" in n for n in result["notes"])
+
+    assert main(["verify", str(converted), "--runtime", "transformers.js"]) == 2
+    assert "Node.js 20+ and npm are needed" in capsys.readouterr().err
