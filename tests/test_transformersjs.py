@@ -83,3 +83,27 @@ def test_the_repeated_token_bug_reproduced(make_model, tmp_path, capsys):
     assert "FAILED" in capsys.readouterr().out
     assert main(["inspect", str(folder)]) == 1
     assert "no past_key_values inputs" in capsys.readouterr().out
+
+
+def test_quantized_variants_checked_in_transformersjs(converted, tmp_path, monkeypatch):
+    """Each variant is run in Transformers.js before it is kept; one it cannot run is not written."""
+    from seq2seq_onnx import transformersjs
+    from seq2seq_onnx.quantize import quantize_folder
+
+    folder = tmp_path / "model"
+    shutil.copytree(converted, folder)
+    calls = []
+    real = transformersjs.generate
+
+    def spy(path, prompts, dtype="fp32", max_new_tokens=20):
+        calls.append(dtype)
+        if dtype == "bnb4":
+            raise RuntimeError("Transformers.js could not run it (simulated)")
+        return real(path, prompts, dtype, max_new_tokens)
+
+    monkeypatch.setattr(transformersjs, "generate", spy)
+    reports = quantize_folder(folder, ["q8", "bnb4"], transformersjs=True)
+    assert calls == ["q8", "bnb4"]
+    assert [r.kept for r in reports] == [True, False]
+    assert "Transformers.js cannot run it" in reports[1].reason
+    assert not list((folder / "onnx").glob("*_bnb4.onnx"))

@@ -189,9 +189,23 @@ CHECK_PROMPTS = (
 )
 
 
+def _check_in_transformersjs(folder: Path, mode: str) -> tuple[bool, str]:
+    from . import transformersjs
+
+    try:
+        transformersjs.generate(folder, CHECK_PROMPTS[:1], dtype=mode, max_new_tokens=4)
+    except Exception as err:
+        return False, f"Transformers.js cannot run it: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
+    return True, ""
+
+
 def quantize_folder(folder, modes=MODES, settings: QuantizeSettings | None = None, progress: bool = False,
-                    check_tokens: int = 16) -> list[VariantReport]:
-    """Write the quantized variants of an export folder's fp32 files; drop (and report) any that fail their check."""
+                    check_tokens: int = 16, transformersjs: bool | None = None) -> list[VariantReport]:
+    """Write the quantized variants of an export folder's fp32 files; drop (and report) any that fail their check.
+
+    The check loads and runs each variant in ONNX Runtime, and in Transformers.js under Node too
+    (`transformersjs`: None = when Node and its npm packages are installed and know the model type).
+    """
     from tqdm.auto import tqdm
 
     from .runtime import Seq2SeqOnnxModel
@@ -206,6 +220,13 @@ def quantize_folder(folder, modes=MODES, settings: QuantizeSettings | None = Non
     if unknown:
         raise Seq2SeqOnnxError(f"unknown quantization mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
 
+    if transformersjs is None:
+        from .families import transformersjs_supports
+        from .verify import transformersjs_available
+
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type", "")
+        transformersjs = transformersjs_available() and transformersjs_supports(model_type)
+    check_transformersjs = transformersjs
     fp32 = Seq2SeqOnnxModel.from_pretrained(folder)
     ids, mask = fp32.tokenize(list(CHECK_PROMPTS))
     reference = fp32.generate(ids, mask, max_new_tokens=check_tokens, min_new_tokens=check_tokens)
@@ -229,12 +250,14 @@ def quantize_folder(folder, modes=MODES, settings: QuantizeSettings | None = Non
                 # check it from a folder that has only this variant beside the configs
                 check = tmp / "check"
                 (check / "onnx").mkdir(parents=True)
-                for name in ("config.json", "generation_config.json", "tokenizer.json"):
+                for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"):
                     if (folder / name).exists():
                         shutil.copy(folder / name, check / name)
                 for produced in tmp.glob("*.onnx*"):
                     os.link(produced, check / "onnx" / produced.name)
                 ok, reason, agreement = _check_variant(check, mode, reference, CHECK_PROMPTS)
+                if ok and check_transformersjs:
+                    ok, reason = _check_in_transformersjs(check, mode)
                 report.kept, report.reason, report.token_agreement = ok, reason, agreement
                 if ok:
                     for produced in sorted(tmp.glob("*.onnx*")):
