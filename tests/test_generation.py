@@ -1,5 +1,6 @@
 """Generation options on ONNX Runtime give transformers' ids (greedy, beam search) across the option matrix."""
 
+import shutil
 import threading
 
 import numpy as np
@@ -125,9 +126,10 @@ def test_stream_and_pipeline(onnx_model, converted):
     [
         ({"num_beams": 0}, "num_beams must be an integer >= 1"),
         ({"top_p": 2}, "top_p must be in (0, 1]"),
-        ({"max_new_tokens": -1}, "max_new_tokens must be an integer >= 0"),
+        ({"max_new_tokens": -1}, "max_new_tokens must be an integer >= 1"),
+        ({"max_new_tokens": 0}, "max_new_tokens must be an integer >= 1"),
         ({"min_new_tokens": -3}, "min_new_tokens must be an integer >= 0"),
-        ({"temperature": 0}, "temperature must be > 0"),
+        ({"do_sample": True, "temperature": 0}, "temperature must be > 0"),
         ({"num_beams": 2, "num_return_sequences": 3}, "must be <= num_beams"),
         ({"num_return_sequences": 2}, "greedy decoding returns one sequence"),
         ({"early_stopping": "sometimes"}, "early_stopping must be"),
@@ -212,3 +214,78 @@ def test_runtime_needs_neither_torch_nor_transformers(converted):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_config_defaults_follow_transformers(converted, make_model, tmp_path):
+    """No length in generation_config: 20 new tokens; a config min_length gives way to min_new_tokens;
+    a greedy config with temperature 0 loads."""
+    import json
+
+    folder = tmp_path / "model"
+    shutil.copytree(converted, folder)
+    src = tmp_path / "src"
+    shutil.copytree(make_model("flan-t5"), src)
+    for base in (folder, src):
+        gen = json.loads((base / "generation_config.json").read_text())
+        gen.update(min_length=12, temperature=0.0)
+        (base / "generation_config.json").write_text(json.dumps(gen))
+    model = Seq2SeqOnnxModel.from_pretrained(folder)
+    ids, mask = model.tokenize(PROMPTS)
+    for options in ({}, {"min_new_tokens": 2}, {"min_new_tokens": 25}):
+        expected, _ = reference_defaults(src, ids, mask, options)
+        np.testing.assert_array_equal(model.generate(ids, mask, **options), expected)
+
+
+def reference_defaults(src, ids, mask, options):
+    import torch
+    from transformers import AutoModelForSeq2SeqLM
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(src, attn_implementation="eager").eval()
+    with torch.no_grad():
+        out = model.generate(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask),
+                             cache=EncoderDecoderCache(DynamicCache(), DynamicCache()), **options)
+    return out.numpy(), None
+
+
+def test_beam_sampling_with_top_k_and_top_p(onnx_model):
+    ids, mask = onnx_model.tokenize(PROMPTS)
+    for options in ({"top_k": 3}, {"top_p": 0.3}):
+        out = onnx_model.generate(ids, mask, do_sample=True, num_beams=4, seed=0, max_new_tokens=8, **options)
+        assert out.shape[0] == 3 and out.shape[1] > 1
+
+
+def test_stream_flushes_characters_built_from_bytes():
+    """A byte-fallback tokenizer decodes half a character as U+FFFD: stream must not lose what follows."""
+    from tokenizers import Tokenizer, models
+
+    from seq2seq_onnx.runtime import Seq2SeqOnnxModel as Model
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(f"<0x{b:02X}>", -1.0) for b in range(256)] + [("▁a", -1.0), ("▁b", -1.0)]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=True))
+    from tokenizers import decoders
+
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    euro = [3 + b for b in "€".encode()]
+    sequence = [259] + euro + [260, 1]  # "a", "€" in three byte pieces, "b", eos
+
+    class Steps:
+        def steps(self, state, rows):
+            for token in sequence:
+                yield np.array([token])
+
+    model = Model.__new__(Model)
+    model.tokenizer = tok
+    model.generation_options = __import__("seq2seq_onnx.generation", fromlist=["x"]).GenerationOptions()
+    model.tokenize = lambda texts: (np.array([[5, 1]]), np.array([[1, 1]]))
+    model._start = lambda *a, **k: (None, 1)
+    import seq2seq_onnx.runtime as runtime
+
+    original = runtime.GreedyOrSampling
+    runtime.GreedyOrSampling = lambda options: Steps()
+    try:
+        pieces = list(model.stream("x"))
+    finally:
+        runtime.GreedyOrSampling = original
+    assert "".join(pieces) == tok.decode(sequence, skip_special_tokens=True)
+    assert "\ufffd" not in "".join(pieces)

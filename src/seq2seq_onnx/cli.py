@@ -386,17 +386,26 @@ def _run_convert(source, output, *, as_json: bool, **kwargs) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "inspect":
-        return _run_inspect(args)
-    if args.command in ("generate", "eval", "quantize", "verify"):
+    if args.command in ("generate", "eval", "quantize", "verify", "inspect"):
         from .runtime import ModelFolderError
 
-        run = {"generate": _run_generate, "eval": _run_eval, "quantize": _run_quantize, "verify": _run_verify}[args.command]
+        run = {"generate": _run_generate, "eval": _run_eval, "quantize": _run_quantize, "verify": _run_verify,
+               "inspect": _run_inspect}[args.command]
         try:
             return run(args)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
         except (Seq2SeqOnnxError, ModelFolderError, ValueError, TypeError, OSError) as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_USAGE
+        except Exception as err:  # one clear line; the traceback on request
+            if os.environ.get("SEQ2SEQ_ONNX_DEBUG"):
+                raise
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            print(f"error: {args.command} failed ({type(err).__name__}: {first}). "
+                  "Run again with SEQ2SEQ_ONNX_DEBUG=1 for the traceback.", file=sys.stderr)
+            return EXIT_FAILED
     if args.command == "convert":
         return _run_convert(
             args.source,

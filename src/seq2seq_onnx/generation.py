@@ -27,7 +27,7 @@ class GenerationOptions:
     """The generation options, named and defaulted as in transformers' GenerationConfig."""
 
     max_new_tokens: int | None = None
-    min_new_tokens: int = 0
+    min_new_tokens: int | None = None  # when set, replaces min_length (as in transformers)
     min_length: int = 0
     num_beams: int = 1
     length_penalty: float = 1.0
@@ -81,8 +81,9 @@ class GenerationOptions:
             return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
         check(is_int(self.num_beams) and self.num_beams >= 1, f"num_beams must be an integer >= 1, got {self.num_beams!r}")
-        check(self.new_tokens >= 0 and is_int(self.new_tokens), f"max_new_tokens must be an integer >= 0, got {self.new_tokens!r}")
-        check(is_int(self.min_new_tokens) and self.min_new_tokens >= 0, f"min_new_tokens must be an integer >= 0, got {self.min_new_tokens!r}")
+        check(is_int(self.new_tokens) and self.new_tokens >= 1, f"max_new_tokens must be an integer >= 1, got {self.new_tokens!r}")
+        check(self.min_new_tokens is None or (is_int(self.min_new_tokens) and self.min_new_tokens >= 0),
+              f"min_new_tokens must be an integer >= 0, got {self.min_new_tokens!r}")
         check(is_int(self.num_return_sequences) and self.num_return_sequences >= 1,
               f"num_return_sequences must be an integer >= 1, got {self.num_return_sequences!r}")
         if self.num_beams > 1:
@@ -94,7 +95,8 @@ class GenerationOptions:
                   f"for num_return_sequences={self.num_return_sequences}")
         check(self.early_stopping in (True, False, "never"), f"early_stopping must be True, False or 'never', got {self.early_stopping!r}")
         check(isinstance(self.length_penalty, (int, float)), f"length_penalty must be a number, got {self.length_penalty!r}")
-        check(self.temperature > 0, f"temperature must be > 0, got {self.temperature!r}")
+        if self.do_sample:  # a greedy config may carry temperature 0, as transformers allows
+            check(self.temperature > 0, f"temperature must be > 0, got {self.temperature!r}")
         check(is_int(self.top_k) and self.top_k >= 0, f"top_k must be an integer >= 0, got {self.top_k!r}")
         check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p!r}")
         check(self.repetition_penalty > 0, f"repetition_penalty must be > 0, got {self.repetition_penalty!r}")
@@ -268,10 +270,11 @@ def build_processors(o: GenerationOptions) -> tuple[list, list]:
         processors.append(NoRepeatNGram(o.no_repeat_ngram_size))
     if o.bad_words_ids:
         processors.append(NoBadWords(o.bad_words_ids, o.eos_token_ids))
-    if o.min_length > 0:
+    if o.min_new_tokens is not None:  # replaces min_length, as in transformers
+        if o.min_new_tokens > 0:
+            processors.append(SuppressEos(1 + o.min_new_tokens, o.eos_token_ids))
+    elif o.min_length > 0:
         processors.append(SuppressEos(o.min_length, o.eos_token_ids))
-    if o.min_new_tokens > 0:
-        processors.append(SuppressEos(1 + o.min_new_tokens, o.eos_token_ids))
     if o.forced_bos_token_id is not None:
         processors.append(ForceToken(o.forced_bos_token_id, at_length=1))
     if o.forced_eos_token_id is not None:
@@ -400,8 +403,11 @@ class BeamSearch:
             totals = (log_probs.reshape(batch, K, vocab) + running_scores[:, :, None]).reshape(batch, K * vocab)
 
             if o.do_sample:
-                probs = _softmax(totals)
-                picks = np.stack([self.rng.choice(K * vocab, size=keep, replace=False, p=p) for p in probs])
+                # `keep` draws without replacement (Gumbel top-k): zero-probability entries come last
+                # instead of failing, as torch.multinomial does when too few entries are non-zero
+                with np.errstate(divide="ignore"):
+                    keys = np.log(_softmax(totals)) + self.rng.gumbel(size=totals.shape)
+                picks = _top_k_indices(keys, keep)
                 top_scores = np.take_along_axis(totals, picks, axis=1)
                 order = np.argsort(-top_scores, axis=1, kind="stable")
                 top_scores = np.take_along_axis(top_scores, order, axis=1)

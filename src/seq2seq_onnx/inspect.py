@@ -165,6 +165,9 @@ def inspect_folder(folder) -> InspectReport:
             config = json.loads((folder / "config.json").read_text())
         except (OSError, ValueError):
             report.problems.append("config.json is not valid JSON")
+        if not isinstance(config, dict):
+            report.problems.append("config.json does not hold a JSON object")
+            config = {}
     else:
         report.problems.append("config.json is missing (Transformers.js needs it)")
 

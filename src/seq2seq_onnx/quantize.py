@@ -11,8 +11,8 @@ float32 in every dtype, which is what Transformers.js feeds.
 
 fp16 and T5: flan-t5's feed-forward output (`wo`) and residual stream pass 65504 and become inf
 in float16 (transformers keeps `wo` in float32 for that reason). Our fp16 files store the weights
-in float16 and compute in float32, so no activation can overflow and an fp16 file gives fp32's
-tokens while its weights take half the space.
+in float16 and compute in float32, so no activation can overflow; only the weights' rounding
+differs from fp32, and their files take half the space.
 """
 
 from __future__ import annotations
@@ -174,12 +174,14 @@ def _check_variant(folder: Path, mode: str, reference: np.ndarray | None, prompt
         )
         if not np.isfinite(logits).all():
             return False, "non-finite logits (overflow)", None
-        got = model.generate(ids, mask, max_new_tokens=reference.shape[1] - 1, min_new_tokens=reference.shape[1] - 1) if reference is not None else None
+        got = model.generate(ids, mask, max_new_tokens=max(reference.shape[1] - 1, 1)) if reference is not None else None
     except Exception as err:  # a variant onnxruntime cannot load or run is dropped, with the reason
         return False, f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}", None
     agreement = None
     if reference is not None:
-        agreement = float((got[:, 1:] == reference[:, 1:]).mean())
+        from .verify import _agreement
+
+        agreement = float(np.mean([_agreement(r.tolist(), g.tolist()) for r, g in zip(reference, got)]))
     return True, "", agreement
 
 
@@ -229,7 +231,8 @@ def quantize_folder(folder, modes=MODES, settings: QuantizeSettings | None = Non
     check_transformersjs = transformersjs
     fp32 = Seq2SeqOnnxModel.from_pretrained(folder)
     ids, mask = fp32.tokenize(list(CHECK_PROMPTS))
-    reference = fp32.generate(ids, mask, max_new_tokens=check_tokens, min_new_tokens=check_tokens)
+    reference = fp32.generate(ids, mask, max_new_tokens=check_tokens)
+    external: dict[str, bool] = {}
     reports = []
     bar = tqdm(list(modes), disable=not progress, unit="dtype", leave=False)
     for mode in bar:
@@ -242,7 +245,8 @@ def quantize_folder(folder, modes=MODES, settings: QuantizeSettings | None = Non
             try:
                 for graph in GRAPHS:
                     model = onnx.load(str(onnx_dir / f"{graph}.onnx"))
-                    save_model(quantize_graph(model, mode, settings), tmp / f"{graph}{suffix}.onnx")
+                    if save_model(quantize_graph(model, mode, settings), tmp / f"{graph}{suffix}.onnx"):
+                        external[f"{graph}{suffix}.onnx"] = True
                     del model
             except Exception as err:
                 report.reason = f"quantization failed: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
@@ -270,6 +274,14 @@ def quantize_folder(folder, modes=MODES, settings: QuantizeSettings | None = Non
         report.seconds = time.perf_counter() - started
         reports.append(report)
     bar.close()
+    kept_files = {Path(name).name for r in reports if r.kept for name in r.files}
+    external = {name: True for name in external if name in kept_files}
+    if external:  # announce large variants to Transformers.js, as convert does for fp32
+        config_path = folder / "config.json"
+        model_config = json.loads(config_path.read_text())
+        formats = model_config.setdefault("transformers.js_config", {}).setdefault("use_external_data_format", {})
+        formats.update(external)
+        config_path.write_text(json.dumps(model_config, indent=2) + "\n")
     config = {
         "modes": [r.dtype for r in reports if r.kept],
         "settings": asdict(settings),

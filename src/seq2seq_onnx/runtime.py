@@ -45,7 +45,11 @@ def _session(path: Path, threads: int | None, providers):
     if threads:
         options.intra_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelFolderError(f"ONNX Runtime cannot load {path.name}: {first}") from None
 
 
 # generation_config.json keys we honour, and those we know but do not implement (warned about).
@@ -59,6 +63,7 @@ _UNSUPPORTED_KEYS = {
     "encoder_repetition_penalty": 1.0, "exponential_decay_length_penalty": None, "renormalize_logits": False,
     "sequence_bias": None, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "min_p": None,
     "diversity_penalty": 0.0, "num_beam_groups": 1, "penalty_alpha": None, "guidance_scale": None,
+    "max_time": None, "stop_strings": None, "remove_invalid_values": False,
 }
 
 
@@ -75,6 +80,9 @@ def options_from_folder(folder: Path) -> GenerationOptions:
     eos = pick("eos_token_id", 1)
     pad = pick("pad_token_id", 0)
     values = {k: gen[k] for k in _CONFIG_KEYS if gen.get(k) is not None}
+    if "max_new_tokens" not in values and "max_length" not in values:
+        # transformers: with the default max_length (20) left unset, generate makes 20 new tokens
+        values["max_new_tokens"] = 20
     if "bad_words_ids" in values:
         values["bad_words_ids"] = tuple(tuple(s) for s in values["bad_words_ids"])
     ignored = [k for k, default in _UNSUPPORTED_KEYS.items() if gen.get(k, default) != default]
@@ -238,14 +246,18 @@ class Seq2SeqOnnxModel:
             raise ModelFolderError(f"{folder} has no tokenizer.json")
         from tokenizers import Tokenizer
 
-        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        try:
+            tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            options = options_from_folder(folder)
+        except Exception as err:  # the tokenizers library raises plain Exception on bad JSON
+            raise ModelFolderError(f"cannot read the tokenizer or configs of {folder}: {err}") from None
         return cls(
             folder,
             dtype,
             _session(encoder_path, threads, providers),
             DecoderRunner(onnx_dir, suffix, threads, providers),
             tokenizer,
-            options_from_folder(folder),
+            options,
         )
 
     def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -311,10 +323,15 @@ class Seq2SeqOnnxModel:
         shown = ""
         for column in GreedyOrSampling(opts).steps(state, 1):
             generated.append(int(column[0]))
-            text_so_far = self.tokenizer.decode(generated, skip_special_tokens=True)
-            if len(text_so_far) > len(shown) and text_so_far.startswith(shown):
-                yield text_so_far[len(shown) :]
-                shown = text_so_far
+            text = self.tokenizer.decode(generated, skip_special_tokens=True)
+            # hold back a character still being assembled from byte pieces (decoded as U+FFFD)
+            stable = text.rstrip("\ufffd")
+            if len(stable) > len(shown) and stable.startswith(shown):
+                yield stable[len(shown) :]
+                shown = stable
+        final = self.tokenizer.decode(generated, skip_special_tokens=True)
+        if final != shown:
+            yield final[len(shown) :] if final.startswith(shown) else final
 
 
 class Text2TextPipeline:

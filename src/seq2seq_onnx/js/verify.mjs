@@ -20,9 +20,17 @@ for (const prompt of request.prompts) {
     max_new_tokens: request.max_new_tokens,
     do_sample: false,
     num_beams: 1,
+    // plain greedy, like the PyTorch reference: neutralize decoding settings of the folder's
+    // generation_config.json that Transformers.js would otherwise apply
     repetition_penalty: 1.0,
     no_repeat_ngram_size: 0,
     min_length: 0,
+    min_new_tokens: null,
+    bad_words_ids: null,
+    forced_bos_token_id: null,
+    forced_eos_token_id: null,
+    suppress_tokens: null,
+    begin_suppress_tokens: null,
   });
   results.push({
     prompt,
