@@ -57,7 +57,8 @@ def test_verify_command_every_dtype(tmp_path, capsys):
     assert main(["verify", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     checks = {(c["dtype"], c["runtime"]): c for c in result["checks"]}
-    assert set(checks) == {(d, r) for d in ("fp32", "q8", "q4", "fp16") for r in ("python", "transformers.js")}
+    runtimes = ("python", "transformers.js") + (("browser",) if shutil.which("chromium") else ())
+    assert set(checks) == {(d, r) for d in ("fp32", "q8", "q4", "fp16") for r in runtimes}
     assert checks[("fp32", "python")]["exact"] and checks[("fp32", "transformers.js")]["exact"]
     assert all(c["passed"] and not c["error"] for c in checks.values())
 

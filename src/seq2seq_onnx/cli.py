@@ -191,9 +191,21 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("folder", help="export folder")
     ver.add_argument("--reference", help="source checkpoint (hub id or folder); default: the one recorded at conversion")
     ver.add_argument("--dtype", nargs="+", default=None, help="dtypes to check (default: all present)")
-    ver.add_argument("--runtime", choices=["python", "transformers.js", "all"], default="all")
+    ver.add_argument("--runtime", choices=["python", "transformers.js", "browser", "all"], default="all",
+                     help="all = python, transformers.js (Node) and browser (headless Chromium, WASM) when present")
     ver.add_argument("--max-new-tokens", type=int, default=20)
     ver.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    srv = sub.add_parser(
+        "serve",
+        help="serve a page on 127.0.0.1 to try an export in your own browser (Transformers.js, WASM, offline)",
+        description="Serve a small page where a person can try the export in their own browser: prompt box, "
+        "dtype choice among those present, the text streaming in, tokens/s. Everything (library, WASM, model) "
+        "comes from this local server; nothing from a CDN.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    srv.add_argument("folder", help="export folder")
+    srv.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
 
     ins = sub.add_parser(
         "inspect",
@@ -305,7 +317,12 @@ def _run_quantize(args) -> int:
 def _run_verify(args) -> int:
     from .verify import verify_folder
 
-    runtimes = ["python", "transformers.js"] if args.runtime == "all" else [args.runtime]
+    if args.runtime == "all":
+        import shutil
+
+        runtimes = ["python", "transformers.js"] + (["browser"] if shutil.which("chromium") else [])
+    else:
+        runtimes = [args.runtime]
     result = verify_folder(args.folder, reference=args.reference, dtypes=args.dtype, runtimes=runtimes,
                            max_new_tokens=args.max_new_tokens)
     if args.json:
@@ -318,11 +335,31 @@ def _run_verify(args) -> int:
             else:
                 status = ("ok      " if c.passed else "FAILED  ") + ("ids identical" if c.exact else
                                                                     f"ids differ, {c.agreement:.0%} of tokens agree")
-            print(f"  {c.dtype:<6} {c.runtime:<16} {status}")
+            speed = f" ({c.ms_per_token:.1f} ms/token)" if c.ms_per_token else ""
+            print(f"  {c.dtype:<6} {c.runtime:<16} {status}{speed}")
         for note in result.notes:
             print(f"note: {note}")
         print("verification " + ("PASSED" if result.passed else "FAILED"))
     return EXIT_OK if result.passed else EXIT_FAILED
+
+
+def _run_serve(args) -> int:
+    from pathlib import Path
+
+    from .transformersjs import ensure_installed, serve
+
+    folder = Path(args.folder)
+    if not (folder / "config.json").is_file():
+        raise Seq2SeqOnnxError(f"{folder} has no config.json: not an export folder")
+    server = serve(ensure_installed(), folder, args.port)
+    print(f"Serving {folder} on http://127.0.0.1:{server.server_address[1]}/  (Ctrl-C to stop)", flush=True)
+    try:
+        import time
+
+        while True:
+            time.sleep(3600)
+    finally:
+        server.shutdown()
 
 
 def _run_inspect(args) -> int:
@@ -386,11 +423,11 @@ def _run_convert(source, output, *, as_json: bool, **kwargs) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ("generate", "eval", "quantize", "verify", "inspect"):
+    if args.command in ("generate", "eval", "quantize", "verify", "inspect", "serve"):
         from .runtime import ModelFolderError
 
         run = {"generate": _run_generate, "eval": _run_eval, "quantize": _run_quantize, "verify": _run_verify,
-               "inspect": _run_inspect}[args.command]
+               "inspect": _run_inspect, "serve": _run_serve}[args.command]
         try:
             return run(args)
         except KeyboardInterrupt:

@@ -40,7 +40,7 @@ def ensure_installed(quiet: bool = True) -> Path:
     target = node_dir()
     marker = target / "node_modules" / "@huggingface" / "transformers" / "package.json"
     target.mkdir(parents=True, exist_ok=True)
-    for name in ("package.json", "package-lock.json", ".npmrc", "verify.mjs"):
+    for name in ("package.json", "package-lock.json", ".npmrc", "verify.mjs", "browser.mjs", "verify.html", "demo.html"):
         shutil.copyfile(JS_DIR / name, target / name)
     if not marker.is_file():
         env = {**os.environ, "ONNXRUNTIME_NODE_INSTALL": "skip"}
@@ -67,6 +67,119 @@ def generate(folder, prompts, dtype: str = "fp32", max_new_tokens: int = 20) -> 
         message = next((line for line in lines if "Error" in line), lines[-1] if lines else "no output")
         raise RuntimeError(f"Transformers.js could not run {folder} ({dtype}): {message.strip()}")
     return json.loads(proc.stdout)["results"]
+
+
+CHROMIUM_HELP = "Chromium is needed for the browser check (Debian: `apt-get install chromium`)"
+
+
+def _chromium() -> str:
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        raise TransformersJsUnavailable(CHROMIUM_HELP)
+    return path
+
+
+class _LocalFiles:
+    """URL paths -> files: the page, Transformers.js's browser build, ONNX Runtime's WASM, the export."""
+
+    def __init__(self, node: Path, folder: Path):
+        modules = node / "node_modules"
+        self.fixed = {
+            "/": node / "demo.html",
+            "/index.html": node / "demo.html",
+            "/verify.html": node / "verify.html",
+            "/lib/transformers.js": modules / "@huggingface" / "transformers" / "dist" / "transformers.js",
+        }
+        for name in ("ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm"):
+            self.fixed[f"/lib/{name}"] = modules / "onnxruntime-web" / "dist" / name
+        self.folder = folder.resolve()
+        # the dtypes Transformers.js can load from this folder (both graphs present), for the page
+        from .runtime import DTYPE_SUFFIXES
+
+        onnx_dir = self.folder / "onnx"
+        dtypes = [d for d, sfx in DTYPE_SUFFIXES.items()
+                  if (onnx_dir / f"encoder_model{sfx}.onnx").is_file() and (onnx_dir / f"decoder_model_merged{sfx}.onnx").is_file()]
+        import tempfile
+
+        handle, name = tempfile.mkstemp(prefix="seq2seq-onnx-dtypes-", suffix=".json")
+        with os.fdopen(handle, "w") as f:
+            json.dump(dtypes, f)
+        self.dtypes_file = Path(name)
+
+    def resolve(self, url_path: str) -> Path | None:
+        from urllib.parse import unquote
+
+        path = unquote(url_path.split("?", 1)[0])
+        if path in self.fixed:
+            return self.fixed[path]
+        if path == "/dtypes.json":
+            return self.dtypes_file
+        prefix = "/models/model/"
+        if path.startswith(prefix):
+            target = (self.folder / path[len(prefix):]).resolve()
+            if self.folder in target.parents and target.is_file():
+                return target
+        return None
+
+
+def serve(node: Path, folder: Path, port: int = 0):
+    """A local HTTP server (127.0.0.1 only) for the page, the library and the export; returns it started."""
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    files = _LocalFiles(node, folder)
+
+    class Handler(SimpleHTTPRequestHandler):
+        extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript",
+                          ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json"}
+
+        def translate_path(self, path):
+            found = files.resolve(path)
+            return str(found) if found else "/nonexistent"
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def page_interaction(url: str, timeout_ms: int = 300000, **actions) -> dict:
+    """Drive a page on 127.0.0.1 in headless Chromium (fill, select, click, wait, read); see js/browser.mjs."""
+    chromium = _chromium()
+    node = ensure_installed()
+    proc = subprocess.run(
+        ["node", str(node / "browser.mjs")], input=json.dumps({"url": url, "timeout_ms": timeout_ms, **actions}),
+        cwd=node, capture_output=True, text=True, timeout=timeout_ms / 1000 + 60, env={**os.environ, "CHROMIUM": chromium},
+    )
+    if proc.returncode != 0:
+        noise = ("node:", "^", "triggerUncaught", "Node.js", "at ", "}", "log:", "name:")
+        lines = [line.strip() for line in proc.stderr.splitlines() if line.strip() and not line.strip().startswith(noise)]
+        raise RuntimeError(f"the browser check could not run: {lines[0] if lines else 'no output'}")
+    return json.loads(proc.stdout)
+
+
+def browser_generate(folder, prompts, dtype: str = "fp32", max_new_tokens: int = 20) -> dict:
+    """Greedy generation in headless Chromium (Transformers.js browser build, WASM):
+    {"results": [{prompt, input_ids, ids}], "ms_per_token": float, "blocked": [urls]}."""
+    from urllib.parse import urlencode
+
+    node = ensure_installed()
+    server = serve(node, Path(folder))
+    try:
+        query = urlencode({"dtype": dtype, "max_new_tokens": max_new_tokens, "prompts": json.dumps(list(prompts))})
+        data = page_interaction(f"http://127.0.0.1:{server.server_address[1]}/verify.html?{query}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    result = data["result"]
+    if "error" in result:
+        raise RuntimeError(f"Transformers.js failed in the browser: {result['error'].splitlines()[0]}")
+    result["blocked"] = data.get("blocked", [])
+    if result["blocked"]:
+        raise RuntimeError(f"the page tried to leave 127.0.0.1: {', '.join(result['blocked'][:3])}")
+    return result
 
 
 if __name__ == "__main__":

@@ -267,6 +267,7 @@ class RuntimeCheck:
     agreement: float | None = None  # share of generated positions equal to PyTorch's
     error: str = ""
     cases: list[dict] = field(default_factory=list)
+    ms_per_token: float | None = None  # measured in the browser
 
 
 @dataclass
@@ -375,22 +376,26 @@ def verify_folder(folder, reference: str | None = None, dtypes=None, runtimes=("
     result = FolderVerification(folder=str(folder), reference=reference)
     from .families import transformersjs_supports
 
-    if "transformers.js" in runtimes and not transformersjs_supports(model.config.model_type):
+    js_runtimes = [r for r in runtimes if r in ("transformers.js", "browser")]
+    if js_runtimes and not transformersjs_supports(model.config.model_type):
         message = f"Transformers.js (4.3.1) does not support model_type {model.config.model_type!r}"
-        if list(runtimes) == ["transformers.js"]:
+        if not [r for r in runtimes if r not in js_runtimes]:
             raise Seq2SeqOnnxError(message)
         result.notes.append(message + "; checked in Python ONNX Runtime only")
-        runtimes = [r for r in runtimes if r != "transformers.js"]
-    if "transformers.js" in runtimes:
-        from .transformersjs import TransformersJsUnavailable, ensure_installed
+        runtimes = [r for r in runtimes if r not in js_runtimes]
+    if any(r in runtimes for r in ("transformers.js", "browser")):
+        from .transformersjs import TransformersJsUnavailable, _chromium, ensure_installed
 
-        try:
-            ensure_installed()
-        except TransformersJsUnavailable as err:
-            if list(runtimes) == ["transformers.js"]:
-                raise Seq2SeqOnnxError(str(err)) from None
-            result.notes.append(str(err))
-            runtimes = [r for r in runtimes if r != "transformers.js"]
+        for runtime in [r for r in runtimes if r in ("transformers.js", "browser")]:
+            try:
+                ensure_installed()
+                if runtime == "browser":
+                    _chromium()
+            except TransformersJsUnavailable as err:
+                if list(runtimes) == [runtime]:
+                    raise Seq2SeqOnnxError(str(err)) from None
+                result.notes.append(str(err))
+                runtimes = [r for r in runtimes if r != runtime]
 
     for dtype in dtypes:
         suffix = DTYPE_SUFFIXES[dtype]
@@ -407,6 +412,13 @@ def verify_folder(folder, reference: str | None = None, dtypes=None, runtimes=("
                         ids, mask = encode_batch(tokenizer, [prompt], pad_id, model.config.vocab_size)
                         got, _ = onnx_greedy(encoder, session, ids, mask, start_id, eos_ids, pad_id, max_new_tokens)
                         check.cases.append({"prompt": prompt, "reference_ids": expected[prompt], "ids": got[0].tolist()})
+                elif runtime == "browser":
+                    from . import transformersjs
+
+                    page = transformersjs.browser_generate(folder, prompts, dtype, max_new_tokens)
+                    check.ms_per_token = page["ms_per_token"]
+                    for row in page["results"]:
+                        check.cases.append({"prompt": row["prompt"], "reference_ids": expected[row["prompt"]], "ids": row["ids"]})
                 else:
                     from . import transformersjs
 
