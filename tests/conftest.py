@@ -35,3 +35,11 @@ def converted(make_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("converted") / "flan-t5-tiny"
     convert(str(src), out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def node_packages():
+    """Transformers.js and playwright-core installed (npm ci of the package's lock), for the Node and browser tests."""
+    from seq2seq_onnx.transformersjs import ensure_installed
+
+    return ensure_installed()

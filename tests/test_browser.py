@@ -18,11 +18,7 @@ if shutil.which("chromium") is None or shutil.which("node") is None:
 DEMO = Path(__file__).resolve().parents[1] / "demo" / "t5-demo"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def node_packages():
-    from seq2seq_onnx.transformersjs import ensure_installed
-
-    return ensure_installed()
+pytestmark = pytest.mark.usefixtures("node_packages")
 
 
 FAMILIES = {

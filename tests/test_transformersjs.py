@@ -16,11 +16,7 @@ if shutil.which("node") is None:
     pytest.skip("Node.js not installed", allow_module_level=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def node_packages():
-    from seq2seq_onnx.transformersjs import ensure_installed
-
-    return ensure_installed()
+pytestmark = pytest.mark.usefixtures("node_packages")
 
 
 FAMILIES = {

@@ -40,7 +40,8 @@ def ensure_installed(quiet: bool = True) -> Path:
     target = node_dir()
     marker = target / "node_modules" / "@huggingface" / "transformers" / "package.json"
     target.mkdir(parents=True, exist_ok=True)
-    for name in ("package.json", "package-lock.json", ".npmrc", "verify.mjs", "browser.mjs", "verify.html", "demo.html"):
+    for name in ("package.json", "package-lock.json", ".npmrc", "verify.mjs", "browser.mjs", "verify.html", "demo.html",
+                 "local-env.mjs"):
         shutil.copyfile(JS_DIR / name, target / name)
     if not marker.is_file():
         env = {**os.environ, "ONNXRUNTIME_NODE_INSTALL": "skip"}
@@ -89,6 +90,7 @@ class _LocalFiles:
             "/index.html": node / "demo.html",
             "/verify.html": node / "verify.html",
             "/lib/transformers.js": modules / "@huggingface" / "transformers" / "dist" / "transformers.js",
+            "/lib/local-env.mjs": node / "local-env.mjs",
         }
         for name in ("ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm"):
             self.fixed[f"/lib/{name}"] = modules / "onnxruntime-web" / "dist" / name
