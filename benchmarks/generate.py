@@ -18,7 +18,6 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 
 CASES = [("greedy", 1, {}), ("greedy", 8, {}), ("beam 4", 1, {"num_beams": 4}), ("beam 4", 8, {"num_beams": 4})]
 PROMPT = "translate English to German: The house is wonderful and the garden is large."

@@ -79,7 +79,6 @@ def test_merged_decoder_graph_contract(converted, make_model):
 
 def test_merged_decoder_stores_weights_once(make_model, tmp_path):
     """The merged file must not be about twice one decoder: initializers are shared by both branches."""
-    import torch
     from transformers import AutoModelForSeq2SeqLM
 
     from seq2seq_onnx.export import export_decoder
@@ -120,7 +119,6 @@ def test_verifier_catches_the_repeated_token_bug(make_model, tmp_path):
 
     from transformers import AutoModelForSeq2SeqLM
 
-    from seq2seq_onnx.verify import verify_export
 
     src = make_model("flan-t5")
     no_past = tmp_path / "no-past"

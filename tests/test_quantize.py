@@ -9,7 +9,7 @@ import pytest
 
 from seq2seq_onnx import Seq2SeqOnnxModel
 from seq2seq_onnx.convert import convert
-from seq2seq_onnx.quantize import MODES, op_types, quantize_folder
+from seq2seq_onnx.quantize import MODES, quantize_folder
 
 SUFFIXES = {"q8": "_quantized", "int8": "_int8", "uint8": "_uint8", "q4": "_q4", "q4f16": "_q4f16", "bnb4": "_bnb4", "fp16": "_fp16"}
 # op types that prove the weights of a dtype are quantized (inside the If branches for the decoder)

@@ -8,7 +8,6 @@ from seq2seq_onnx.testing import FLAN_T5_SMALL, build_model
 
 @pytest.mark.slow
 def test_flan_t5_small_shape(tmp_path):
-    import torch
     from transformers import AutoModelForSeq2SeqLM
 
     src = build_model(tmp_path / "flan-t5-small-random", "flan-t5", **FLAN_T5_SMALL)

@@ -27,7 +27,6 @@ def _reference(src, ids, mask, max_new_tokens=20):
 
 def _split_layout(converted, make_model, tmp_path):
     """An Optimum-style folder: decoder_model.onnx + decoder_with_past_model.onnx, no merged file."""
-    import onnx
     from transformers import AutoModelForSeq2SeqLM
 
     from seq2seq_onnx.export import export_decoder

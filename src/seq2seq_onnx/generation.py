@@ -9,7 +9,7 @@ same; sampling uses numpy's generator, so it is reproducible with `seed` but not
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Protocol
 
 import numpy as np
@@ -468,5 +468,3 @@ class BeamSearch:
 def decoder_for(options: GenerationOptions):
     return BeamSearch(options) if options.num_beams > 1 else GreedyOrSampling(options)
 
-
-OPTION_FIELDS = {f.name for f in fields(GenerationOptions)}

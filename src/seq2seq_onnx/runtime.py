@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .generation import GenerationOptions, GenerationResult, GreedyOrSampling, decoder_for
+from .generation import GenerationOptions, GreedyOrSampling, decoder_for
 
 DTYPE_SUFFIXES = {
     "fp32": "",
@@ -273,7 +273,7 @@ class Seq2SeqOnnxModel:
             mask[i, : len(e.ids)] = 1
         return ids, mask
 
-    def _start(self, input_ids, attention_mask, options: GenerationOptions, copies: int) -> tuple[_DecodingState, int]:
+    def _start(self, input_ids, attention_mask, copies: int) -> tuple[_DecodingState, int]:
         input_ids = np.asarray(input_ids, dtype=np.int64)
         if input_ids.ndim == 1:
             input_ids = input_ids[None, :]
@@ -298,7 +298,7 @@ class Seq2SeqOnnxModel:
         opts = self.generation_options.updated(**options)
         strategy = decoder_for(opts)
         copies = opts.num_beams if opts.num_beams > 1 else opts.num_return_sequences
-        state, batch = self._start(input_ids, attention_mask, opts, copies)
+        state, batch = self._start(input_ids, attention_mask, copies)
         result = strategy.run(state, batch) if opts.num_beams > 1 else strategy.run(state, batch * copies)
         return result if return_dict else result.sequences
 
@@ -318,7 +318,7 @@ class Seq2SeqOnnxModel:
         if opts.num_beams > 1 or opts.num_return_sequences > 1:
             raise ValueError("stream() generates one sequence: use num_beams=1 and num_return_sequences=1")
         ids, mask = self.tokenize([text])
-        state, _ = self._start(ids, mask, opts, 1)
+        state, _ = self._start(ids, mask, 1)
         generated: list[int] = []
         shown = ""
         for column in GreedyOrSampling(opts).steps(state, 1):
