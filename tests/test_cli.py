@@ -49,7 +49,8 @@ def test_non_seq2seq_model_says_what_is_supported(capsys, tmp_path):
     assert "Traceback" not in err
 
 
-def test_existing_output_is_not_touched_without_overwrite(capsys, make_model, tmp_path):
+def test_existing_output_is_not_touched(capsys, make_model, tmp_path):
+    """Without --overwrite nothing existing is replaced; with it, only an earlier export (see test_safety.py)."""
     out = tmp_path / "out"
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
@@ -57,11 +58,9 @@ def test_existing_output_is_not_touched_without_overwrite(capsys, make_model, tm
     assert code == 2 and "--overwrite" in err
     assert (out / "mine.txt").read_text() == "keep me"
 
-    code, stdout, _ = run(capsys, make_model(), "-o", out, "--overwrite")
-    assert code == 0
-    assert not (out / "mine.txt").exists()
-    assert (out / "onnx" / "decoder_model_merged.onnx").is_file()
-    assert "Verification: PASSED" in stdout and "onnx/decoder_model_merged.onnx" in stdout
+    code, _, err = run(capsys, make_model(), "-o", out, "--overwrite")
+    assert code == 2 and "mine.txt" in err
+    assert (out / "mine.txt").read_text() == "keep me"
     assert leftovers(tmp_path) == []
 
 
@@ -105,12 +104,14 @@ def test_verification_failure_exits_1_and_writes_nothing(capsys, make_model, tmp
     assert leftovers(tmp_path) == []
 
 
-def test_interrupt_leaves_old_output_intact(capsys, make_model, tmp_path, monkeypatch):
+def test_interrupt_leaves_old_output_intact(capsys, make_model, converted, tmp_path, monkeypatch):
+    import shutil
+
     import seq2seq_onnx.convert as conv
 
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("previous export")
+    shutil.copytree(converted, out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -118,7 +119,7 @@ def test_interrupt_leaves_old_output_intact(capsys, make_model, tmp_path, monkey
     monkeypatch.setattr(conv, "_write_configs", interrupted)
     code, _, err = run(capsys, make_model(), "-o", out, "--overwrite")
     assert code == 130 and "nothing was written" in err
-    assert (out / "old.txt").read_text() == "previous export"
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert leftovers(tmp_path) == []
 
 
@@ -210,7 +211,8 @@ def test_folder_without_weights(capsys, make_model, tmp_path):
 
     folder = tmp_path / "config-only"
     folder.mkdir()
-    shutil.copy(make_model() / "config.json", folder)
+    for name in ("config.json", "spiece.model", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(make_model() / name, folder)
     code, _, err = run(capsys, folder, "-o", tmp_path / "out")
     assert code == 2 and "cannot load the weights" in err and "Traceback" not in err
 
@@ -233,3 +235,171 @@ def test_unexpected_failure_is_one_line_and_leaves_nothing(capsys, make_model, t
 def test_no_past_with_past_task_is_contradictory(capsys, make_model, tmp_path):
     code, _, err = run(capsys, make_model(), "-o", tmp_path / "out", "--no-past", "--task", "text2text-generation-with-past")
     assert code == 2 and "contradicts" in err
+
+
+@pytest.mark.parametrize("command", ["generate", "eval"])
+@pytest.mark.parametrize("value,message", [("-2", "must be at least 1, got -2"), ("0", "must be at least 1, got 0"),
+                                           ("many", "expected a whole number >= 1, got 'many'")])
+def test_threads_must_be_positive(capsys, tmp_path, command, value, message):
+    extra = ["x"] if command == "generate" else ["--data", str(tmp_path / "data.jsonl")]
+    with pytest.raises(SystemExit) as exit_:
+        main([command, str(tmp_path), *extra, "--threads", value])
+    assert exit_.value.code == 2
+    assert f"argument --threads: {message}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value,message", [("99999", "must be 0-65535 (0 picks a free port), got 99999"),
+                                           ("65536", "got 65536"), ("-1", "got -1"),
+                                           ("http", "expected a port number 0-65535, got 'http'")])
+def test_serve_port_out_of_range_is_a_usage_error(capsys, tmp_path, value, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", str(tmp_path), "--port", value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --port: " in err and message in err
+
+
+def test_serve_port_range_bounds():
+    from seq2seq_onnx.cli import build_parser
+
+    for port in (0, 1, 8000, 65535):
+        assert build_parser().parse_args(["serve", "folder", "--port", str(port)]).port == port
+    assert build_parser().parse_args(["generate", "folder", "x", "--threads", "3"]).threads == 3
+
+
+def test_generate_length_flags(converted, tmp_path, capsys):
+    """--max-length / --min-length: transformers' meaning; an explicit flag beats generation_config.json's
+    max_new_tokens (min_new_tokens), and --max-new-tokens (--min-new-tokens) beats it."""
+    import shutil
+    import warnings
+
+    from seq2seq_onnx import Seq2SeqOnnxModel
+
+    folder = tmp_path / "model"
+    shutil.copytree(converted, folder)
+    gen = json.loads((folder / "generation_config.json").read_text())
+    gen.update(max_new_tokens=4, min_new_tokens=0)
+    (folder / "generation_config.json").write_text(json.dumps(gen))
+    model = Seq2SeqOnnxModel.from_pretrained(folder)
+    prompt = "translate English to German: The house is wonderful."
+
+    def generate(*flags):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no "takes precedence" warning: the flags say what they mean
+            assert main(["generate", str(folder), prompt, "--json", *flags]) == 0
+        return json.loads(capsys.readouterr().out)["output"]
+
+    ids, mask = model.tokenize([prompt])
+    assert model.generate(ids, mask, max_length=12, max_new_tokens=None).shape == (1, 12)
+    assert generate("--max-length", "12") == model.generate_text(prompt, max_length=12, max_new_tokens=None)
+    assert generate("--max-length", "12") != generate()
+    assert main(["generate", str(folder), prompt, "--json", "--max-length", "12", "--max-new-tokens", "3"]) == 0
+    out, err = capsys.readouterr()
+    assert "warning: max_new_tokens=3 (from this call) takes precedence over max_length=12" in err  # one plain line
+    assert json.loads(out)["output"] == model.generate_text(prompt, max_new_tokens=3)
+    hello = model.generate_text("Hello", max_length=9, min_length=7, max_new_tokens=None, min_new_tokens=None)
+    assert main(["generate", str(folder), "Hello", "--json", "--max-length", "9", "--min-length", "7"]) == 0
+    assert json.loads(capsys.readouterr().out)["output"] == hello != model.generate_text("Hello")
+
+    assert main(["generate", str(folder), prompt, "--max-length", "1"]) == 2
+    assert "max_length must be >= 2" in capsys.readouterr().err
+
+
+def _legacy(monkeypatch, tmp_path, *flags):
+    """legacy_main with the conversion replaced by a recorder: returns (exit code, convert kwargs, quantize calls)."""
+    import seq2seq_onnx.cli as cli
+
+    converted, quantized = [], []
+    monkeypatch.setattr(cli, "_run_convert", lambda source, output, **kw: converted.append(kw) or 0)
+    monkeypatch.setattr(cli, "_legacy_quantize", lambda folder, modes, settings, **kw: quantized.append((modes, settings)) or 0)
+    code = cli.legacy_main(["--model_id", "org/model", "--output_parent_dir", str(tmp_path), "--skip_validation", *flags])
+    return code, (converted[0] if converted else None), quantized
+
+
+BARE = ["--per_channel", "--reduce_range", "--skip_onnxslim", "--split_modalities", "--output_attentions"]
+
+
+@pytest.mark.parametrize("flags", [
+    BARE,
+    BARE[::-1],
+    ["--per_channel", "true", "--reduce_range", "True", "--skip_onnxslim", "1", "--split_modalities", "yes",
+     "--output_attentions", "t"],
+    ["--split_modalities", "false", "--output_attentions", "no", "--skip_onnxslim", "f", "--is_symmetric"],
+])
+def test_legacy_boolean_flags_bare_or_with_a_value(monkeypatch, capsys, tmp_path, flags):
+    code, convert_kwargs, quantized = _legacy(monkeypatch, tmp_path, *flags)
+    err = capsys.readouterr().err
+    assert code == 0 and "expected one argument" not in err
+    assert convert_kwargs["validate"] is False and convert_kwargs["quantize"] == () and quantized == []
+    # the values seq2seq-onnx uses anyway pass quietly; the others are noted as ignored
+    asks_true = "--split_modalities" in flags and flags[flags.index("--split_modalities") + 1:][:1] != ["false"]
+    assert ("note: --split_modalities true ignored" in err) == asks_true
+    assert ("note: --output_attentions true ignored" in err) == asks_true
+    assert ("note: --skip_onnxslim false ignored: seq2seq-onnx does not run onnxslim" in err) == ("f" in flags)
+    assert "per_channel" not in err and "reduce_range" not in err and "is_symmetric" not in err
+
+
+def test_legacy_flag_value_must_be_a_boolean(monkeypatch, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        _legacy(monkeypatch, tmp_path, "--per_channel", "maybe")
+    assert exit_.value.code == 2 and "expected true or false, got 'maybe'" in capsys.readouterr().err
+
+
+def test_legacy_quantizer_settings_are_honoured(monkeypatch, capsys, tmp_path):
+    from seq2seq_onnx.quantize import MODES, QuantizeSettings
+
+    # the defaults (the old script's for T5): convert quantizes, with its own settings
+    code, kwargs, quantized = _legacy(monkeypatch, tmp_path, "--quantize", "--per_channel", "--reduce_range", "true")
+    assert code == 0 and kwargs["quantize"] == MODES and quantized == []
+    # other values: convert writes fp32, then the quantizer runs with those settings
+    code, kwargs, quantized = _legacy(monkeypatch, tmp_path, "--quantize", "--modes", "q8", "q4", "--per_channel", "false",
+                                      "--no_reduce_range", "--is_symmetric", "f")
+    assert code == 0 and kwargs["quantize"] == ()
+    assert quantized == [(("q8", "q4"), QuantizeSettings(per_channel=False, reduce_range=False, is_symmetric=False))]
+    # without --quantize they change nothing, as in the old script
+    code, kwargs, quantized = _legacy(monkeypatch, tmp_path, "--per_channel", "false")
+    assert code == 0 and kwargs["quantize"] == () and quantized == []
+    # a bad mode is refused before the conversion
+    code, kwargs, quantized = _legacy(monkeypatch, tmp_path, "--quantize", "--modes", "q7", "--reduce_range", "false")
+    assert code == 2 and kwargs is None and "unknown quantization mode(s) q7" in capsys.readouterr().err
+
+
+def test_legacy_per_channel_false_quantizes_per_tensor(make_model, converted, tmp_path, capsys):
+    """For real, on the tiny fixture: --per_channel false gives one scale per weight, the default one per column."""
+    import onnx
+
+    from seq2seq_onnx.cli import legacy_main
+    from seq2seq_onnx.quantize import QuantizeSettings, quantize_graph
+
+    def weight_scales(model):
+        return {tuple(t.dims) for t in model.graph.initializer if t.name.endswith("_scale")}
+
+    src = make_model()
+    code = legacy_main(["--model_id", str(src), "--quantize", "--modes", "q8", "--per_channel", "false", "--skip_validation",
+                        "--output_parent_dir", str(tmp_path / "models")])
+    out = capsys.readouterr().out
+    assert code == 0 and "q8     written" in out
+    onnx_dir = tmp_path / "models" / src.name / "onnx"
+    assert weight_scales(onnx.load(str(onnx_dir / "encoder_model_quantized.onnx"))) == {()}
+    default = quantize_graph(onnx.load(str(converted / "onnx" / "encoder_model.onnx")), "q8", QuantizeSettings())
+    assert any(len(dims) == 1 for dims in weight_scales(default))
+    assert json.loads((tmp_path / "models" / src.name / "quantize_config.json").read_text())
+
+
+def test_serve_without_node_says_what_it_needs(converted, capsys, monkeypatch):
+    import seq2seq_onnx.transformersjs as tjs
+
+    monkeypatch.setattr(tjs.shutil, "which", lambda name: None)
+    assert main(["serve", str(converted)]) == 2
+    err = capsys.readouterr().err
+    assert "serve needs Transformers.js's browser files" in err and "Node.js 20+ and npm are needed" in err
+    assert "verify" not in err
+
+
+def test_skip_transformersjs_says_it_was_skipped(capsys, make_model, tmp_path, monkeypatch):
+    import seq2seq_onnx.verify as verify
+
+    monkeypatch.setattr(verify, "transformersjs_available", lambda: True)  # as if Node and its packages were there
+    code, stdout, _ = run(capsys, make_model(), "-o", tmp_path / "out", "--skip-transformersjs")
+    assert code == 0
+    assert "not checked in Transformers.js (--skip-transformersjs)" in stdout and "not installed" not in stdout

@@ -289,3 +289,95 @@ def test_stream_flushes_characters_built_from_bytes():
         runtime.GreedyOrSampling = original
     assert "".join(pieces) == tok.decode(sequence, skip_special_tokens=True)
     assert "\ufffd" not in "".join(pieces)
+
+
+# transformers' length options: max_length / min_length count the decoder start token; max_new_tokens and
+# min_new_tokens take precedence (generation/utils.py, GenerationMixin._prepare_generated_length).
+LENGTHS = {
+    "max_length": {"max_length": 10},
+    "max_length and min_length": {"max_length": 12, "min_length": 8},
+    "max_new_tokens beats max_length": {"max_length": 30, "max_new_tokens": 5},
+    "min_new_tokens beats min_length": {"min_length": 15, "min_new_tokens": 3},
+    "min_length only (default max)": {"min_length": 15},
+    "beam 3, max_length and min_length": {"num_beams": 3, "max_length": 9, "min_length": 6},
+    "beam 4, 2 returned, max_length": {"num_beams": 4, "num_return_sequences": 2, "max_length": 12},
+    "beam 3, max_new_tokens beats max_length": {"num_beams": 3, "max_new_tokens": 6, "max_length": 30},
+}
+
+
+@pytest.mark.parametrize("options", list(LENGTHS.values()), ids=list(LENGTHS))
+def test_length_options_match_transformers(onnx_model, make_model, options):
+    import warnings
+
+    ids, mask = onnx_model.tokenize(PROMPTS)
+    expected, _ = reference_defaults(make_model("flan-t5"), ids, mask, options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "max_new_tokens takes precedence", as transformers logs
+        got = onnx_model.generate(ids, mask, **options)
+    np.testing.assert_array_equal(got, expected)
+    if "max_new_tokens" not in options and "max_length" in options:
+        assert got.shape[1] == options["max_length"]  # some row runs to the limit: start token counted
+
+
+# generation_config.json lengths against those of the call: transformers builds the call's config on top of the
+# model's, so a length the file sets still counts unless the call passes it (None included, which unsets it).
+CONFIG_VS_CALL = {
+    "file max_new_tokens beats call max_length": ({"max_new_tokens": 6}, {"max_length": 15}),
+    "call max_new_tokens=None lets max_length decide": ({"max_new_tokens": 6}, {"max_length": 15, "max_new_tokens": None}),
+    "call max_new_tokens beats file max_length": ({"max_length": 7}, {"max_new_tokens": 12}),
+    "file max_length": ({"max_length": 7}, {}),
+    "call max_length beats file max_length": ({"max_length": 7}, {"max_length": 11}),
+    "file min_new_tokens beats call min_length": ({"min_new_tokens": 3}, {"min_length": 15}),
+    "call min_new_tokens beats file min_length": ({"min_length": 15}, {"min_new_tokens": 3}),
+    "beam 3, file max_new_tokens beats call max_length": ({"max_new_tokens": 5}, {"max_length": 15, "num_beams": 3}),
+}
+
+
+@pytest.mark.parametrize("in_file,call", list(CONFIG_VS_CALL.values()), ids=list(CONFIG_VS_CALL))
+def test_length_options_against_generation_config(converted, make_model, tmp_path, in_file, call):
+    import json
+    import warnings
+
+    folder, src = tmp_path / "model", tmp_path / "src"
+    shutil.copytree(converted, folder)
+    shutil.copytree(make_model("flan-t5"), src)
+    for base in (folder, src):
+        gen = json.loads((base / "generation_config.json").read_text())
+        gen.update(in_file)
+        (base / "generation_config.json").write_text(json.dumps(gen))
+    model = Seq2SeqOnnxModel.from_pretrained(folder)
+    ids, mask = model.tokenize(PROMPTS)
+    expected, _ = reference_defaults(src, ids, mask, call)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = model.generate(ids, mask, **call)
+    np.testing.assert_array_equal(got, expected)
+    overridden = [(t, n) for t, n in (("max_length", "max_new_tokens"), ("min_length", "min_new_tokens"))
+                  if call.get(t) is not None and {**in_file, **call}.get(n) is not None]
+    assert len([w for w in caught if "takes precedence" in str(w.message)]) == len(overridden)
+
+
+def test_length_option_values_are_checked(onnx_model, monkeypatch):
+    monkeypatch.setattr(onnx_model.encoder, "run", lambda *a, **k: pytest.fail("encoder ran"))
+    for options, message in [
+        ({"max_length": 1}, "max_length must be >= 2 (it counts the decoder start token), got 1"),
+        ({"max_length": 0}, "max_length must be >= 2"),
+        ({"max_length": 2.5}, "max_length must be an integer"),
+        ({"min_length": -1}, "min_length must be an integer >= 0, got -1"),
+    ]:
+        with pytest.raises(InvalidGenerationOptions, match=message.replace("(", r"\(").replace(")", r"\)")):
+            onnx_model.generate(np.array([[5, 6, 1]]), **options)
+    monkeypatch.undo()
+    # as in transformers, max_length is not used (nor checked) when max_new_tokens decides
+    with pytest.warns(UserWarning, match="max_new_tokens=2 .from this call. takes precedence over max_length=1"):
+        assert onnx_model.generate(np.array([[5, 6, 1]]), max_length=1, max_new_tokens=2).shape == (1, 3)
+
+
+def test_length_options_in_text_stream_and_pipeline(onnx_model, converted):
+    expected = onnx_model.generate_text(PROMPTS[0], max_new_tokens=7)
+    assert onnx_model.generate_text(PROMPTS[0], max_length=8) == expected
+    assert "".join(onnx_model.stream(PROMPTS[0], max_length=8)) == expected
+    assert pipeline("text2text-generation", onnx_model)(PROMPTS[0], max_length=8, min_length=3) == [{"generated_text": expected}]
+    ids, mask = onnx_model.tokenize(PROMPTS[1:2])  # "Hello": the model ends it at once ...
+    assert 1 in onnx_model.generate(ids, mask)[0, :3].tolist()
+    assert 1 not in onnx_model.generate(ids, mask, min_length=6, max_length=9)[0, :6].tolist()  # ... unless told not to

@@ -30,8 +30,8 @@ def test_convert_gives_pytorch_tokens(make_model, tmp_path, variant, config):
     result = convert(str(src), tmp_path / "out", progress=False)
 
     report = result.verification
-    assert report.passed, report.summary()
-    assert [c.name for c in report.cases] == ["single", "padded batch"]
+    assert report.verdict == "PASSED", report.summary()  # and able to catch a lost cache
+    assert [c.name for c in report.cases][:2] == ["single", "padded batch"]
     batch = report.cases[1]
     assert len(batch.prompts) > 1 and batch.onnx_ids == batch.reference_ids
     # the recorded ids are real generations, not empty

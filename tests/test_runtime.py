@@ -84,3 +84,142 @@ def test_missing_dtype_says_what_is_there(converted):
         Seq2SeqOnnxModel.from_pretrained(converted, dtype="q4")
     with pytest.raises(ValueError, match="unknown dtype"):
         Seq2SeqOnnxModel.from_pretrained(converted, dtype="int3")
+
+
+@pytest.mark.parametrize("threads", [0, -2, 1.5, True, "4"])
+def test_threads_must_be_a_positive_integer(converted, threads):
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        Seq2SeqOnnxModel.from_pretrained(converted, threads=threads)
+
+
+def test_one_thread_loads(converted):
+    model = Seq2SeqOnnxModel.from_pretrained(converted, threads=1)
+    assert model.encoder.get_session_options().intra_op_num_threads == 1
+
+
+# clean_up_tokenization_spaces: transformers 5 removes the space before . , ? ! and in 's, n't, ... only when
+# tokenizer_config.json says so (absent: False, tokenization_utils_base.py); the runtime must decode alike.
+PUNCTUATION = ["▁house", "▁", "?", "▁", "?", "▁", ".", "▁", ",", "▁", "!", "▁", "'", "s", "▁", "n", "'", "t"]
+RAW_TEXT = "house ? ? . , ! 's n't"
+CLEANED_TEXT = "house??.,!'sn't"
+
+
+@pytest.fixture(scope="module")
+def punctuation_folder(converted, tmp_path_factory):
+    """The fixture export with "'" and "," added to its tokenizer (its sentencepiece vocab has neither)."""
+    from tokenizers import Tokenizer
+
+    folder = tmp_path_factory.mktemp("punctuation") / "model"
+    shutil.copytree(converted, folder)
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.add_tokens(["'", ","])
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def _with_clean_up(folder, tmp_path, value):
+    import json
+
+    out = tmp_path / f"clean-up-{value}"
+    shutil.copytree(folder, out)
+    path = out / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    config.pop("clean_up_tokenization_spaces", None)
+    if value != "absent":
+        config["clean_up_tokenization_spaces"] = value
+    path.write_text(json.dumps(config))
+    return out
+
+
+class ScriptedDecoder:
+    """Stands in for the ONNX decoder: its logits choose the scripted ids, one per step."""
+
+    def __init__(self, script):
+        self.script = script
+
+    def empty_cache(self, batch, states):
+        return {}
+
+    def step(self, tokens, step, states, mask, cache):
+        logits = np.zeros((tokens.shape[0], max(self.script) + 1), dtype=np.float32)
+        logits[:, self.script[min(tokens.shape[1] - 1, len(self.script) - 1)]] = 10.0
+        return logits
+
+
+@pytest.mark.parametrize("value", [True, False, "absent"])
+def test_decoded_text_follows_clean_up_tokenization_spaces(punctuation_folder, tmp_path, value):
+    """generate_text, stream, pipeline and evaluate give AutoTokenizer's decode(ids, skip_special_tokens=True)."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from seq2seq_onnx import pipeline
+    from seq2seq_onnx.evaluate import evaluate
+
+    folder = _with_clean_up(punctuation_folder, tmp_path, value)
+    reference = AutoTokenizer.from_pretrained(folder)
+    model = Seq2SeqOnnxModel.from_pretrained(folder)
+    assert model.clean_up_tokenization_spaces is (value is True)
+
+    token = model.tokenizer.token_to_id
+    question = [token(p) for p in ["▁", "?", "▁", "?"]]
+    assert reference.decode(question, skip_special_tokens=True) == ("??" if value is True else "? ?")
+    assert model.decode([question]) == [reference.decode(question, skip_special_tokens=True)]
+
+    script = [token(p) for p in PUNCTUATION] + [1]
+    expected = reference.decode(script, skip_special_tokens=True)
+    assert expected == (CLEANED_TEXT if value is True else RAW_TEXT)
+    model.decoder = ScriptedDecoder(script)
+    assert model.generate_text("Hello") == expected
+    assert model.generate_text(["Hello", "Hi"]) == [expected, expected]
+    pieces = list(model.stream("Hello"))
+    assert "".join(pieces) == expected and len(pieces) > 1
+    assert pipeline("text2text-generation", model)("Hello") == [{"generated_text": expected}]
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"input": "Hello", "target": "something else"}) + "\n")
+    assert evaluate(folder, data, model=model).mistakes[0]["prediction"] == expected
+
+
+def test_stream_pieces_add_up_with_clean_up():
+    """Text yielded while streaming is never changed by the clean-up of later tokens; and the port is transformers'."""
+    import random
+
+    from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+    from seq2seq_onnx.runtime import _stable_cut, clean_up_tokenization
+
+    rng = random.Random(0)
+    alphabet = [" ", " ", "'", "n", "t", "s", "m", "ve", "re", ".", "?", "!", ",", "x"]
+    for _ in range(20000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        final = clean_up_tokenization(text)
+        assert final == PreTrainedTokenizerBase.clean_up_tokenization(None, text)
+        shown = ""
+        for end in range(len(text) + 1):  # the text as it grows, one character at a time
+            stable = clean_up_tokenization(text[: _stable_cut(text[:end])])
+            assert stable.startswith(shown) and final.startswith(stable), (text, end)
+            shown = stable
+
+
+@pytest.mark.parametrize("bpe_override", [False, True])
+def test_bpe_tokenizer_clean_up_as_transformers(tmp_path, bpe_override):
+    """transformers skips the clean-up for BPE models unless told to corrupt them anyway."""
+    import json
+
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import AutoTokenizer
+
+    from seq2seq_onnx.runtime import clean_up_tokenization, cleans_up_spaces
+
+    tokenizer = Tokenizer(models.BPE({"a": 0, "?": 1, "▁": 2}, []))
+    tokenizer.decoder = decoders.Metaspace()
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": True}
+    if bpe_override:
+        config["clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output"] = True
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    ids = [0, 2, 1]
+    ours = tokenizer.decode(ids)
+    if cleans_up_spaces(tmp_path, tokenizer):
+        ours = clean_up_tokenization(ours)
+    assert ours == AutoTokenizer.from_pretrained(tmp_path).decode(ids) == ("a?" if bpe_override else "a ?")

@@ -63,3 +63,36 @@ def test_unfixable_mismatch_is_an_error(make_model, tmp_path, monkeypatch):
     monkeypatch.setattr(tok, "sentencepiece_mismatches", lambda *a: ["'x': sentencepiece [1] vs tokenizer.json [2]"])
     with pytest.raises(TokenizerMismatchError, match="does not tokenize like spiece.model"):
         write_tokenizer_files(str(make_model("flan-t5")), tmp_path, "T5Tokenizer")
+
+
+def test_checkpoint_without_tokenizer_is_refused(make_model, tmp_path, capsys):
+    """Config and weights only: AutoTokenizer would give an empty T5 tokenizer and the export would print empty lines."""
+    from seq2seq_onnx.cli import main
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "generation_config.json", "model.safetensors"):
+        shutil.copy(make_model() / name, bare / name)
+    assert main(["convert", str(bare), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"no tokenizer in {bare}" in err and "spiece.model" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_tokenizer_that_cannot_cover_the_vocabulary_is_refused(make_model, tmp_path, capsys):
+    """A tokenizer.json holding only special tokens (an empty T5 tokenizer) for a 208-token model."""
+    from tokenizers import Tokenizer, models
+
+    from seq2seq_onnx.cli import main
+
+    src = tmp_path / "src"
+    shutil.copytree(make_model(), src)
+    (src / "spiece.model").unlink()
+    specials = ["<pad>", "</s>", "<unk>"] + [f"<extra_id_{i}>" for i in range(100)]
+    empty = Tokenizer(models.Unigram([(t, 0.0) for t in specials], unk_id=2))
+    empty.add_special_tokens(specials)
+    empty.save(str(src / "tokenizer.json"))
+    assert main(["convert", str(src), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "no usable tokenizer" in err and "special tokens only" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))

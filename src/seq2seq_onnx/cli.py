@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -10,8 +11,10 @@ import sys
 from . import __version__
 from .errors import (
     EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
     EXIT_OK,
     EXIT_USAGE,
+    EXIT_INCONCLUSIVE,
     EXIT_VERIFICATION_FAILED as EXIT_FAILED,
     Seq2SeqOnnxError,
     VerificationError,
@@ -27,7 +30,8 @@ key/value cache, one graph for the first and later steps), config.json, generati
 and the tokenizer files: what Transformers.js (`@huggingface/transformers`) loads.
 
 exit codes: 0 converted and verified; 1 the export failed or does not match PyTorch (nothing written);
-2 bad input (unknown model, unsupported architecture, output in the way); 130 interrupted.
+2 bad input (unknown model, unsupported architecture, output in the way); 130 interrupted (Ctrl-C),
+143 terminated (SIGTERM); an interrupted run leaves the output as it was, and no partial folder.
 """
 
 
@@ -53,7 +57,7 @@ def format_summary(result) -> str:
         lines.append("Verification: skipped")
     else:
         lines.append(
-            f"Verification: {'PASSED' if report.passed else 'FAILED'} "
+            f"Verification: {report.verdict} "
             f"(greedy, up to {report.max_new_tokens} new tokens; PyTorch generate vs ONNX Runtime fed like Transformers.js)"
         )
         for case in report.cases:
@@ -64,8 +68,10 @@ def format_summary(result) -> str:
             )
     if result.transformersjs is not None:
         check = result.transformersjs
+        logits = f", max |logit diff| {check.max_logits_diff:.1e}" if check.max_logits_diff is not None else ""
+        text = ", text identical" if check.text_ok else ""
         lines.append(f"  {'Transformers.js':<13} {'ok' if check.passed else 'MISMATCH':<8} "
-                     f"{len(check.cases)} prompts in Node, tokens {'identical' if check.exact else 'differ'}")
+                     f"{len(check.cases)} prompts in Node, tokens {'identical' if check.exact else 'differ'}{logits}{text}")
     if result.quantization:
         lines.append("")
         lines.append(format_quantization(result.quantization))
@@ -86,6 +92,28 @@ def format_quantization(reports) -> str:
     return "\n".join(lines)
 
 
+def _positive_int(value: str) -> int:
+    """argparse type for thread counts: a whole number >= 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _port(value: str) -> int:
+    """argparse type for a TCP port: 0 (any free port) to 65535."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {value!r}") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535 (0 picks a free port), got {number}")
+    return number
+
+
 def _add_convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="hub model id (e.g. google/flan-t5-small) or local checkpoint folder")
     p.add_argument("-o", "--output", required=True, help="output folder (written atomically; see --overwrite)")
@@ -102,7 +130,8 @@ def _add_convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-validation", action="store_true", help="do not compare the export with PyTorch (not recommended)")
     p.add_argument("--skip-transformersjs", action="store_true",
                    help="do not also check the export in Transformers.js under Node (done when Node and its packages are installed)")
-    p.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace the output folder if it is an earlier export "
+                   "(never a folder holding files seq2seq-onnx did not write)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow checkpoints with custom modeling code")
     p.add_argument("--quantize", nargs="*", metavar="DTYPE", default=None,
                    help="also write quantized variants for Transformers.js: q8 int8 uint8 q4 q4f16 bnb4 fp16 "
@@ -147,11 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--output", help="JSONL file for results (default: stdout)")
     gen.add_argument("--batch-size", type=int, default=16, help="inputs per batch with --input (default 16)")
     gen.add_argument("--dtype", default="fp32", help="which ONNX files to load: fp32 (default), fp16, q8, int8, uint8, q4, q4f16, bnb4")
-    gen.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    gen.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     gen.add_argument("--json", action="store_true", help="print JSON lines {input, output} instead of plain text")
     decoding = gen.add_argument_group("decoding options (default: generation_config.json)")
-    decoding.add_argument("--max-new-tokens", type=int)
-    decoding.add_argument("--min-new-tokens", type=int)
+    decoding.add_argument("--max-new-tokens", type=int, help="tokens to generate at most (takes precedence over max_length)")
+    decoding.add_argument("--max-length", type=int, help="decoder length at most, start token included (transformers' "
+                          "max_length); replaces generation_config.json's max_new_tokens, gives way to --max-new-tokens")
+    decoding.add_argument("--min-new-tokens", type=int, help="tokens to generate at least (takes precedence over min_length)")
+    decoding.add_argument("--min-length", type=int, help="decoder length at least, start token included (transformers' "
+                          "min_length); replaces generation_config.json's min_new_tokens, gives way to --min-new-tokens")
     decoding.add_argument("--num-beams", type=int)
     decoding.add_argument("--length-penalty", type=float)
     decoding.add_argument("--early-stopping", choices=["true", "false", "never"])
@@ -184,8 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
         "prompts, for every dtype present, in Python ONNX Runtime (fed as Transformers.js feeds it) and in real "
         "Transformers.js under Node (offline). fp32 must give PyTorch's ids exactly; quantized dtypes must run, "
         "and their agreement with PyTorch is reported.",
-        epilog="exit codes: 0 passed; 1 a check failed; 2 bad arguments, no reference, or (with "
-        "--runtime transformers.js) no Node.js.",
+        epilog="fp32 must match PyTorch's ids and step logits in every runtime, and the text each runtime decodes "
+        "must equal transformers' for the same ids; quantized dtypes must run. When the model's answers do not "
+        "depend on earlier tokens (some token followed by two different ones), extra prompts and longer outputs "
+        "are tried; if even PyTorch's logits ignore history, a lost cache could not show and the verdict is "
+        "INCONCLUSIVE.\n\nexit codes: 0 passed; 1 a check failed; 2 bad arguments, no reference, or a runtime "
+        "asked for alone that is not installed; 3 inconclusive.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ver.add_argument("folder", help="export folder")
@@ -205,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     srv.add_argument("folder", help="export folder")
-    srv.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000)")
+    srv.add_argument("--port", type=_port, default=8000, help="port on 127.0.0.1, 0 for any free port (default 8000)")
 
     ins = sub.add_parser(
         "inspect",
@@ -232,12 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dtype", default="fp32", help="which ONNX files to evaluate (default fp32)")
     ev.add_argument("--batch-size", type=int, default=32)
     ev.add_argument("--limit", type=int, default=None, help="only the first N examples")
-    ev.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    ev.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
 
-_DECODING_FLAGS = ("max_new_tokens", "min_new_tokens", "num_beams", "length_penalty", "early_stopping",
+_DECODING_FLAGS = ("max_new_tokens", "max_length", "min_new_tokens", "min_length", "num_beams", "length_penalty", "early_stopping",
                    "num_return_sequences", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty",
                    "no_repeat_ngram_size", "seed")
 
@@ -246,10 +283,17 @@ def _decoding_options(args) -> dict:
     options = {k: getattr(args, k) for k in _DECODING_FLAGS if getattr(args, k) is not None}
     if "early_stopping" in options:
         options["early_stopping"] = {"true": True, "false": False}.get(options["early_stopping"], "never")
+    # A length flag is this command's explicit choice, so generation_config.json's max_new_tokens
+    # (min_new_tokens) must not override it; as in transformers, the *_new_tokens flag wins when both are given.
+    for total, new in (("max_length", "max_new_tokens"), ("min_length", "min_new_tokens")):
+        if total in options and new not in options:
+            options[new] = None
     return options
 
 
 def _run_generate(args) -> int:
+    import warnings
+
     from .runtime import Seq2SeqOnnxModel
 
     if bool(args.texts) == bool(args.input):
@@ -258,7 +302,9 @@ def _run_generate(args) -> int:
         raise Seq2SeqOnnxError(f"--batch-size must be at least 1, got {args.batch_size}")
     options = _decoding_options(args)
     model = Seq2SeqOnnxModel.from_pretrained(args.folder, dtype=args.dtype, threads=args.threads)
-    model.generation_options.updated(**options)  # bad values fail here, before any input is read
+    with warnings.catch_warnings():  # (advice about the options is given once, when generating)
+        warnings.simplefilter("ignore")
+        model.generation_options.updated(**options)  # bad values fail here, before any input is read
     if args.texts:
         outputs = model.generate_text(list(args.texts), **options)
         per_input = len(outputs) // len(args.texts)
@@ -330,17 +376,18 @@ def _run_verify(args) -> int:
     else:
         print(f"{result.folder} against {result.reference} (PyTorch greedy, up to {args.max_new_tokens} new tokens)")
         for c in result.checks:
-            if c.error:
-                status = f"FAILED  {c.error}"
+            if not c.passed:
+                status = f"FAILED  {c.failure()}"
             else:
-                status = ("ok      " if c.passed else "FAILED  ") + ("ids identical" if c.exact else
-                                                                    f"ids differ, {c.agreement:.0%} of tokens agree")
+                status = "ok      " + ("ids identical" if c.exact else f"ids differ, {c.agreement:.0%} of tokens agree")
+                status += f", max |logit diff| {c.max_logits_diff:.1e}" if c.max_logits_diff is not None else ""
+                status += ", text identical" if c.text_ok else ""
             speed = f" ({c.ms_per_token:.1f} ms/token)" if c.ms_per_token else ""
             print(f"  {c.dtype:<6} {c.runtime:<16} {status}{speed}")
         for note in result.notes:
             print(f"note: {note}")
-        print("verification " + ("PASSED" if result.passed else "FAILED"))
-    return EXIT_OK if result.passed else EXIT_FAILED
+        print("verification " + result.verdict)
+    return {"PASSED": EXIT_OK, "FAILED": EXIT_FAILED}.get(result.verdict, EXIT_INCONCLUSIVE)
 
 
 def _run_serve(args) -> int:
@@ -348,10 +395,16 @@ def _run_serve(args) -> int:
 
     from .transformersjs import ensure_installed, serve
 
+    from .transformersjs import TransformersJsUnavailable
+
     folder = Path(args.folder)
     if not (folder / "config.json").is_file():
         raise Seq2SeqOnnxError(f"{folder} has no config.json: not an export folder")
-    server = serve(ensure_installed(), folder, args.port)
+    try:
+        node = ensure_installed()
+    except TransformersJsUnavailable as err:
+        raise Seq2SeqOnnxError(f"serve needs Transformers.js's browser files from npm, which it serves locally: {err}") from None
+    server = serve(node, folder, args.port)
     print(f"Serving {folder} on http://127.0.0.1:{server.server_address[1]}/  (Ctrl-C to stop)", flush=True)
     try:
         import time
@@ -360,6 +413,7 @@ def _run_serve(args) -> int:
             time.sleep(3600)
     finally:
         server.shutdown()
+        server.server_close()
 
 
 def _run_inspect(args) -> int:
@@ -393,10 +447,11 @@ def _run_convert(source, output, *, as_json: bool, **kwargs) -> int:
     from .convert import convert
 
     try:
-        result = convert(source, output, progress=not as_json and sys.stderr.isatty(), **kwargs)
-    except KeyboardInterrupt:
+        with _plain_warnings():
+            result = convert(source, output, progress=not as_json and sys.stderr.isatty(), **kwargs)
+    except KeyboardInterrupt as err:
         print("interrupted: nothing was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted_code(err)
     except Seq2SeqOnnxError as err:
         if as_json:
             payload = {"error": str(err), "exit_code": err.exit_code}
@@ -421,18 +476,36 @@ def _run_convert(source, output, *, as_json: bool, **kwargs) -> int:
     return EXIT_OK
 
 
+@contextlib.contextmanager
+def _plain_warnings():
+    """Warnings as `warning: ...` lines on stderr, like the tool's other messages (not Python's file:line form)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *args, **kwargs: print(f"warning: {message}", file=sys.stderr)
+        yield
+
+
+def _interrupted_code(err: KeyboardInterrupt) -> int:
+    from .outputs import Terminated
+
+    return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("generate", "eval", "quantize", "verify", "inspect", "serve"):
+        from .outputs import interrupt_on_sigterm
         from .runtime import ModelFolderError
 
         run = {"generate": _run_generate, "eval": _run_eval, "quantize": _run_quantize, "verify": _run_verify,
                "inspect": _run_inspect, "serve": _run_serve}[args.command]
         try:
-            return run(args)
-        except KeyboardInterrupt:
+            with interrupt_on_sigterm(), _plain_warnings():
+                return run(args)
+        except KeyboardInterrupt as err:
             print("interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
+            return _interrupted_code(err)
         except (Seq2SeqOnnxError, ModelFolderError, ValueError, TypeError, OSError) as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_USAGE
@@ -472,20 +545,30 @@ def _quantize_modes(value) -> tuple[str, ...]:
 
 
 def _flag(value: str | None) -> bool:
-    """HfArgumentParser-style booleans: `--quantize` or `--quantize true`."""
+    """HfArgumentParser-style booleans (transformers' `string_to_bool`): `--quantize` or `--quantize true`."""
     if value is None:
         return True
-    if value.lower() in ("true", "1", "yes", "y"):
+    if value.lower() in ("true", "1", "yes", "y", "t"):
         return True
-    if value.lower() in ("false", "0", "no", "n"):
+    if value.lower() in ("false", "0", "no", "n", "f"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
 # Flags of the old script that this tool has no use for; accepted so old commands still run.
-_IGNORED_LEGACY = ("library_name", "variant", "output_attentions", "split_modalities", "custom_onnx_configs",
-                   "skip_onnxslim", "per_channel", "reduce_range", "block_size", "is_symmetric",
-                   "accuracy_level", "quant_type", "op_block_list", "tokenizer_id")
+_IGNORED_LEGACY = ("library_name", "variant", "custom_onnx_configs", "block_size", "accuracy_level", "quant_type",
+                   "tokenizer_id")
+_IGNORED_LEGACY_LISTS = ("op_block_list",)  # nargs="+" in the old script
+# Boolean flags of the old script (HfArgumentParser: bare, or with a true/false value).
+# Quantizer settings, honoured (quantize.QuantizeSettings; the defaults are the old script's for T5,
+# which turned per_channel and reduce_range off only for its NO_PER_CHANNEL_REDUCE_RANGE_MODELS):
+_LEGACY_QUANTIZER_FLAGS = ("per_channel", "reduce_range", "is_symmetric")
+# Others, with what seq2seq-onnx always does: asking for the other value is noted as ignored.
+_LEGACY_BOOLEANS = {
+    "skip_onnxslim": (True, "seq2seq-onnx does not run onnxslim"),
+    "split_modalities": (False, "the old script used it for CLIP models only"),
+    "output_attentions": (False, "the old script used it for Whisper models only"),
+}
 
 
 def legacy_main(argv: list[str] | None = None) -> int:
@@ -510,15 +593,26 @@ def legacy_main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     for name in _IGNORED_LEGACY:
         p.add_argument(f"--{name}", default=None, help=argparse.SUPPRESS)
+    for name in _IGNORED_LEGACY_LISTS:
+        p.add_argument(f"--{name}", nargs="+", default=None, help=argparse.SUPPRESS)
+    for name in (*_LEGACY_QUANTIZER_FLAGS, *_LEGACY_BOOLEANS):
+        p.add_argument(f"--{name}", nargs="?", const=True, default=None, type=_flag, metavar="BOOL", help=argparse.SUPPRESS)
+    # HfArgumentParser also made `--no_NAME` for booleans whose default was True (is_symmetric; per_channel
+    # and reduce_range in the older scripts). Added after the flag, so that its default (None: not given) stands.
+    for name in _LEGACY_QUANTIZER_FLAGS:
+        p.add_argument(f"--no_{name}", dest=name, action="store_false", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quantize is None:
         args.quantize = True
     for flag in ("skip_validation", "trust_remote_code"):
         if getattr(args, flag) is None:
             setattr(args, flag, True)
-    for name in _IGNORED_LEGACY:
+    for name in _IGNORED_LEGACY + _IGNORED_LEGACY_LISTS:
         if getattr(args, name) is not None:
             print(f"note: --{name} is not used by seq2seq-onnx and was ignored", file=sys.stderr)
+    for name, (ours, why) in _LEGACY_BOOLEANS.items():
+        if getattr(args, name) is not None and getattr(args, name) != ours:
+            print(f"note: --{name} {str(getattr(args, name)).lower()} ignored: {why}", file=sys.stderr)
     if args.device != "cpu":
         print(f"note: --device {args.device} ignored; the export runs on the CPU", file=sys.stderr)
 
@@ -527,17 +621,53 @@ def legacy_main(argv: list[str] | None = None) -> int:
     local = Path(args.model_id).expanduser()
     name = local.resolve().name if local.is_dir() else args.model_id
     output = Path(args.output_parent_dir) / name
-    return _run_convert(
+    modes = (tuple(args.modes) if args.modes else _quantize_modes(True)) if args.quantize else ()
+    from .quantize import MODES, QuantizeSettings
+
+    settings = {n: getattr(args, n) for n in _LEGACY_QUANTIZER_FLAGS if getattr(args, n) is not None}
+    custom = bool(modes) and any(getattr(QuantizeSettings(), n) != v for n, v in settings.items())
+    unknown = [m for m in modes if m not in MODES]
+    if custom and unknown:  # (convert checks them itself when it quantizes)
+        print(f"error: unknown quantization mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}", file=sys.stderr)
+        return EXIT_USAGE
+    code = _run_convert(
         args.model_id,
         output,
         as_json=args.json,
-        quantize=(tuple(args.modes) if args.modes else _quantize_modes(True)) if args.quantize else (),
+        quantize=() if custom else modes,  # `convert` quantizes with the default settings only
         task=args.task,
         opset=args.opset,
         validate=not args.skip_validation,
         overwrite=args.overwrite,
         trust_remote_code=args.trust_remote_code,
     )
+    if code != EXIT_OK or not custom:
+        return code
+    return _legacy_quantize(output, modes, QuantizeSettings(**settings), as_json=args.json)
+
+
+def _legacy_quantize(folder, modes, settings, *, as_json: bool) -> int:
+    """The old script's quantize step with other than the default settings, on the export just written."""
+    from dataclasses import asdict
+
+    from .quantize import quantize_folder
+
+    try:
+        reports = quantize_folder(folder, modes, settings=settings, progress=not as_json and sys.stderr.isatty())
+    except KeyboardInterrupt:
+        print("interrupted: the fp32 export is in place, the quantized variants are not", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Seq2SeqOnnxError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    if as_json:
+        print(json.dumps([asdict(r) for r in reports], indent=2))
+    else:
+        print(format_quantization(reports))
+    for r in reports:
+        if not r.kept:
+            print(f"note: {r.dtype} not written: {r.reason}", file=sys.stderr)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

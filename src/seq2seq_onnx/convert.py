@@ -24,18 +24,28 @@ from pathlib import Path
 
 from . import __version__
 from .errors import (
+    NoTokenizerError,
     OutputExistsError,
     Seq2SeqOnnxError,
     SourceNotFoundError,
     UnsupportedModelError,
     VerificationError,
 )
+from .outputs import (
+    INFO_FILE,
+    MANIFEST_KEY,
+    check_replaceable,
+    interrupt_on_sigterm,
+    partial_folder,
+    put_in_place,
+    remove_stale,
+    signals_held,
+)
 from .source import TASK_WITH_PAST, resolve_source, resolve_task
 
 ENCODER_FILE = "encoder_model.onnx"
 MERGED_DECODER_FILE = "decoder_model_merged.onnx"
 NO_PAST_DECODER_FILE = "decoder_model.onnx"
-INFO_FILE = "seq2seq_onnx.json"
 
 
 @dataclass
@@ -91,10 +101,15 @@ def _check_output(output: Path, source, overwrite: bool) -> None:
             raise OutputExistsError(f"output {output} would replace the source checkpoint {src}; choose another folder")
         if src in output.parents:
             raise OutputExistsError(f"output {output} is inside the source checkpoint {src}; choose a folder outside it")
-    if output.exists() and not overwrite:
-        raise OutputExistsError(f"output folder {output} already exists; pass --overwrite to replace it")
-    if output.exists() and not output.is_dir():
-        raise OutputExistsError(f"output {output} exists and is not a folder")
+    if output.exists() or output.is_symlink():
+        if not output.is_dir():
+            raise OutputExistsError(f"output {output} is a file, not a folder; give a folder path for the export")
+        if not overwrite:
+            raise OutputExistsError(
+                f"output folder {output} already exists; pass --overwrite to replace it (allowed only for an earlier "
+                "export of seq2seq-onnx)"
+            )
+        check_replaceable(output)
 
 
 def _copy_file(source, name: str, dest: Path) -> bool:
@@ -193,22 +208,6 @@ def _export_graphs(model, layout, onnx_dir: Path, work: Path, with_past: bool, o
     return external
 
 
-def _put_in_place(tmp: Path, output: Path) -> None:
-    """Move the finished temporary folder to `output`, replacing an old one only at the very end."""
-    if not output.exists():
-        os.replace(tmp, output)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
-    os.rmdir(old)
-    os.replace(output, old)
-    try:
-        os.replace(tmp, output)
-    except BaseException:
-        os.replace(old, output)  # put the previous export back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _make_parents(folder: Path) -> list[Path]:
     """Create `folder` and its missing parents; return those created, deepest first."""
     created = []
@@ -243,8 +242,6 @@ def convert(
     VerificationError carries the report. On any failure `output` is left as it was.
     """
     from .export import DEFAULT_OPSET, check_opset
-    from .tokenizer import write_tokenizer_files
-    from .verify import DEFAULT_MAX_NEW_TOKENS, verify_export
 
     started = time.perf_counter()
     opset = opset or DEFAULT_OPSET
@@ -252,29 +249,68 @@ def convert(
     with_past, notes = resolve_task(task, no_past)
     src = resolve_source(source, trust_remote_code=trust_remote_code)
     output = Path(output).expanduser().resolve()
-    _check_output(output, src, overwrite)
+    # Debris of killed runs goes first: a previous export stranded mid-swap is put back, then checked like any.
+    cleaned = remove_stale(output)
+    try:
+        _check_output(output, src, overwrite)
+    except OutputExistsError as err:
+        raise OutputExistsError("; ".join([str(err), *cleaned])) from None
+    from .tokenizer import require_vocabulary
+
+    require_vocabulary(src.ref, **src.hub_kwargs)
     result = ConversionResult(
         source=source,
         output=output,
         model_type=src.model_type,
         task=TASK_WITH_PAST if with_past else "text2text-generation (no past)",
-        notes=notes,
+        notes=notes + cleaned,
     )
 
-    stage_names = ["loading model", "exporting encoder", "exporting decoder"]
-    stage_names += ["exporting decoder with past", "merging decoders"] if with_past else []
-    stage_names += ["writing tokenizer and configs"] + (["verifying against PyTorch"] if validate else [])
-    stage_names += ["quantizing"] if quantize else []
     if quantize:
         from .quantize import MODES
 
         unknown = [m for m in quantize if m not in MODES]
         if unknown:
             raise Seq2SeqOnnxError(f"unknown quantization mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
+    with interrupt_on_sigterm():
+        _convert_into(result, src, output, opset=opset, with_past=with_past, validate=validate,
+                      trust_remote_code=trust_remote_code, max_new_tokens=max_new_tokens, quantize=quantize,
+                      transformersjs=transformersjs, progress=progress)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _convert_into(result, src, output, *, opset, with_past, validate, trust_remote_code, max_new_tokens, quantize,
+                  transformersjs, progress) -> None:
+    """The conversion proper, in a partial folder moved to `output` at the end (SIGTERM acts as Ctrl-C here)."""
+    from .inspect import regular_token_count, tokenizer_problems
+    from .tokenizer import write_tokenizer_files
+    from .verify import DEFAULT_MAX_NEW_TOKENS, verify_export
+
+    source = result.source
+    stage_names = ["writing tokenizer", "loading model", "exporting encoder", "exporting decoder"]
+    stage_names += ["exporting decoder with past", "merging decoders"] if with_past else []
+    stage_names += ["writing configs"] + (["verifying against PyTorch"] if validate else [])
+    stage_names += ["quantizing"] if quantize else []
     stages = _Stages(stage_names, enabled=progress)
     created_parents = _make_parents(output.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    tmp = partial_folder(output)
     try:
+        # The tokenizer first: a checkpoint without a usable one fails before minutes of export.
+        stages.start("writing tokenizer")
+        result.notes += write_tokenizer_files(
+            src.ref, tmp, src.family.sentencepiece_tokenizer, trust_remote_code=trust_remote_code, **src.hub_kwargs
+        )
+        if regular_token_count(tmp / "tokenizer.json") == 0:
+            raise NoTokenizerError(
+                f"no usable tokenizer in {source}: its tokenizer holds special tokens only, so text would encode to "
+                "<unk> and answers decode to nothing. Give a checkpoint with its own tokenizer files (tokenizer.json, "
+                "or spiece.model and tokenizer_config.json)"
+            )
+        result.notes += [f"the tokenizer looks wrong for this model: {p}" for p in
+                         tokenizer_problems(tmp / "tokenizer.json", src.config.vocab_size)]
+        stages.done()
+
         stages.start("loading model")
         model = _load_model(src, trust_remote_code)
         layout = src.family.cache_layout(model.config)
@@ -285,11 +321,8 @@ def convert(
         with tempfile.TemporaryDirectory(prefix="seq2seq-onnx-work-") as work:
             external = _export_graphs(model, layout, onnx_dir, Path(work), with_past, opset, stages)
 
-        stages.start("writing tokenizer and configs")
+        stages.start("writing configs")
         _write_configs(src, model, tmp, external)
-        result.notes += write_tokenizer_files(
-            src.ref, tmp, src.family.sentencepiece_tokenizer, trust_remote_code=trust_remote_code, **src.hub_kwargs
-        )
         stages.done()
 
         decoder_file = MERGED_DECODER_FILE if with_past else NO_PAST_DECODER_FILE
@@ -304,6 +337,8 @@ def convert(
                     f"{output}\n{report.summary()}",
                     report,
                 )
+            if not report.strength.strong:
+                result.notes.append("verification INCONCLUSIVE: " + report.strength.weakness())
             from .verify import transformersjs_available, transformersjs_check
 
             from .families import transformersjs_supports
@@ -313,12 +348,15 @@ def convert(
                     f"Transformers.js (4.3.1) does not know model_type {src.model_type!r}: this export runs in "
                     "ONNX Runtime (Python, `seq2seq_onnx.Seq2SeqOnnxModel`), not in Transformers.js"
                 )
-            elif with_past and (transformersjs if transformersjs is not None else transformersjs_available()):
+            elif with_past and transformersjs is False:
+                result.notes.append("not checked in Transformers.js (--skip-transformersjs)")
+            elif with_past and (transformersjs or transformersjs_available()):
                 stages.start("verifying in Transformers.js")
-                result.transformersjs = transformersjs_check(tmp, model, max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
+                result.transformersjs = transformersjs_check(tmp, model, max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+                                                             probe=report.strength.probe)
                 stages.done()
                 if not result.transformersjs.passed:
-                    reason = result.transformersjs.error or "greedy ids differ from PyTorch"
+                    reason = result.transformersjs.failure()
                     raise VerificationError(f"Transformers.js does not reproduce PyTorch on the export ({reason}); "
                                             f"nothing was written to {output}", report)
             elif with_past:
@@ -348,23 +386,25 @@ def convert(
             "versions": _versions(),
             "verification": result.verification.to_dict() if result.verification is not None else None,
         }
+        # The manifest: what `--overwrite` may replace later (every file of the folder, this one included).
+        written = [p.relative_to(tmp).as_posix() for p in sorted(tmp.rglob("*")) if p.is_file()]
+        info[MANIFEST_KEY] = sorted([*written, INFO_FILE])
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         result.files = {
             str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()
         }
-        _put_in_place(tmp, output)
+        put_in_place(tmp, output)
     finally:
         stages.close()
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        if not output.exists():
-            for parent in created_parents:  # leave no empty models/org/ behind
-                try:
-                    parent.rmdir()
-                except OSError:
-                    break
-    result.seconds = time.perf_counter() - started
-    return result
+        with signals_held(reraise=False):  # a second Ctrl-C must not leave half the cleanup undone
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+            if not output.exists():
+                for parent in created_parents:  # leave no empty models/org/ behind
+                    try:
+                        parent.rmdir()
+                    except OSError:
+                        break
 
 
 def _versions() -> dict[str, str]:

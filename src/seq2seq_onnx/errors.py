@@ -6,7 +6,9 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_VERIFICATION_FAILED = 1  # the export failed or does not match PyTorch; nothing was put in place
 EXIT_USAGE = 2  # bad arguments, missing source, unsupported model, output folder in the way
-EXIT_INTERRUPTED = 130
+EXIT_INCONCLUSIVE = 3  # `verify`: everything agreed, but the reference could not have revealed a lost cache
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM, handled like Ctrl-C
 
 
 class Seq2SeqOnnxError(Exception):
@@ -31,6 +33,10 @@ class ExportError(Seq2SeqOnnxError):
     """torch.onnx could not export the model (an operator or shape the exporter cannot handle)."""
 
     exit_code = EXIT_VERIFICATION_FAILED
+
+
+class NoTokenizerError(Seq2SeqOnnxError):
+    """The checkpoint has no tokenizer (or one that cannot cover its vocabulary): nothing to convert text with."""
 
 
 class TokenizerMismatchError(Seq2SeqOnnxError):

@@ -9,6 +9,7 @@ same; sampling uses numpy's generator, so it is reproducible with `seed` but not
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Iterator, Protocol
 
@@ -26,9 +27,12 @@ class InvalidGenerationOptions(ValueError):
 class GenerationOptions:
     """The generation options, named and defaulted as in transformers' GenerationConfig."""
 
+    # Lengths, as in transformers for encoder-decoder models: max_length and min_length count the
+    # whole decoder sequence, decoder start token included; max_new_tokens and min_new_tokens count
+    # generated tokens only and, when set (by generation_config.json or the call), take precedence.
     max_new_tokens: int | None = None
-    min_new_tokens: int | None = None  # when set, replaces min_length (as in transformers)
-    min_length: int = 0
+    min_new_tokens: int | None = None
+    min_length: int | None = None
     num_beams: int = 1
     length_penalty: float = 1.0
     early_stopping: bool | str = False
@@ -47,29 +51,61 @@ class GenerationOptions:
     decoder_start_token_id: int = 0
     eos_token_ids: tuple[int, ...] = (1,)
     pad_token_id: int = 0
-    max_length: int = 20
+    max_length: int | None = None  # None: nobody set a length, and transformers generates 20 new tokens
 
     # Options a user may pass to generate(); the special tokens come from the model folder.
     USER_OPTIONS = (
-        "max_new_tokens", "min_new_tokens", "num_beams", "length_penalty", "early_stopping",
-        "num_return_sequences", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty",
-        "no_repeat_ngram_size", "bad_words_ids", "seed",
+        "max_new_tokens", "max_length", "min_new_tokens", "min_length", "num_beams", "length_penalty",
+        "early_stopping", "num_return_sequences", "do_sample", "temperature", "top_k", "top_p",
+        "repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "seed",
     )
+    # Passed as None, these are unset (transformers' `GenerationConfig.update` sets what the call passes,
+    # None included): `max_new_tokens=None` lets a max_length win over generation_config.json's max_new_tokens.
+    # (`max_length=None` makes transformers fail; here it means the default, 20 new tokens.)
+    _UNSETTABLE = ("max_new_tokens", "min_new_tokens", "min_length", "max_length", "seed")
 
     @property
     def new_tokens(self) -> int:
-        """How many tokens may be generated (transformers counts the decoder start token in max_length)."""
-        return self.max_new_tokens if self.max_new_tokens is not None else self.max_length - 1
+        """How many tokens may be generated, by transformers 5's rules (generation/utils.py,
+        `GenerationMixin._prepare_generated_length`): max_new_tokens when set; else max_length less
+        the decoder start token; else the default max_length 20 plus that token, i.e. 20 new tokens
+        (capped by `max_position_embeddings`, which T5-family configs do not have)."""
+        if self.max_new_tokens is not None:
+            return self.max_new_tokens
+        if self.max_length is not None:
+            return self.max_length - 1
+        return 20
+
+    @property
+    def min_total_length(self) -> int:
+        """No end of sequence before the decoder sequence (start token included) is this long.
+
+        transformers replaces min_length by min_new_tokens + 1 when min_new_tokens is set
+        (`_prepare_generated_length`), then `MinLengthLogitsProcessor` suppresses EOS while shorter.
+        """
+        if self.min_new_tokens is not None:
+            return 1 + self.min_new_tokens
+        return self.min_length or 0
 
     def updated(self, **overrides) -> "GenerationOptions":
         unknown = sorted(set(overrides) - set(self.USER_OPTIONS))
         if unknown:
             raise TypeError(f"unknown generation option(s): {', '.join(unknown)}; known: {', '.join(self.USER_OPTIONS)}")
-        overrides = {k: v for k, v in overrides.items() if v is not None or k == "seed"}
+        overrides = {k: v for k, v in overrides.items() if v is not None or k in self._UNSETTABLE}
         if "bad_words_ids" in overrides and overrides["bad_words_ids"] is not None:
             overrides["bad_words_ids"] = tuple(tuple(int(t) for t in seq) for seq in overrides["bad_words_ids"])
         options = replace(self, **overrides)
         options.validate()
+        # transformers logs the same advice (generation/utils.py, `_prepare_generated_length`)
+        for total, new in (("max_length", "max_new_tokens"), ("min_length", "min_new_tokens")):
+            if overrides.get(total) is not None and getattr(options, new) is not None:
+                source = "this call" if new in overrides else "generation_config.json"
+                warnings.warn(
+                    f"{new}={getattr(options, new)} (from {source}) takes precedence over {total}={overrides[total]}, "
+                    f"as in transformers; pass {new}=None to use {total}",
+                    UserWarning,
+                    stacklevel=3,
+                )
         return options
 
     def validate(self) -> None:
@@ -81,9 +117,18 @@ class GenerationOptions:
             return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
         check(is_int(self.num_beams) and self.num_beams >= 1, f"num_beams must be an integer >= 1, got {self.num_beams!r}")
-        check(is_int(self.new_tokens) and self.new_tokens >= 1, f"max_new_tokens must be an integer >= 1, got {self.new_tokens!r}")
+        if self.max_new_tokens is not None:
+            check(is_int(self.max_new_tokens) and self.max_new_tokens >= 1,
+                  f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+        # max_length counts the decoder start token, so 2 is the least that generates anything
+        # (transformers raises for max_length <= 1 too); it is only checked where it decides
+        check(self.max_length is None or is_int(self.max_length), f"max_length must be an integer, got {self.max_length!r}")
+        if self.max_new_tokens is None and self.max_length is not None:
+            check(self.max_length >= 2, f"max_length must be >= 2 (it counts the decoder start token), got {self.max_length!r}")
         check(self.min_new_tokens is None or (is_int(self.min_new_tokens) and self.min_new_tokens >= 0),
               f"min_new_tokens must be an integer >= 0, got {self.min_new_tokens!r}")
+        check(self.min_length is None or (is_int(self.min_length) and self.min_length >= 0),
+              f"min_length must be an integer >= 0, got {self.min_length!r}")
         check(is_int(self.num_return_sequences) and self.num_return_sequences >= 1,
               f"num_return_sequences must be an integer >= 1, got {self.num_return_sequences!r}")
         if self.num_beams > 1:
@@ -270,11 +315,8 @@ def build_processors(o: GenerationOptions) -> tuple[list, list]:
         processors.append(NoRepeatNGram(o.no_repeat_ngram_size))
     if o.bad_words_ids:
         processors.append(NoBadWords(o.bad_words_ids, o.eos_token_ids))
-    if o.min_new_tokens is not None:  # replaces min_length, as in transformers
-        if o.min_new_tokens > 0:
-            processors.append(SuppressEos(1 + o.min_new_tokens, o.eos_token_ids))
-    elif o.min_length > 0:
-        processors.append(SuppressEos(o.min_length, o.eos_token_ids))
+    if o.min_total_length > 1:  # min_new_tokens replaces min_length, as in transformers
+        processors.append(SuppressEos(o.min_total_length, o.eos_token_ids))
     if o.forced_bos_token_id is not None:
         processors.append(ForceToken(o.forced_bos_token_id, at_length=1))
     if o.forced_eos_token_id is not None:

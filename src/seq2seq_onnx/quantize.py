@@ -222,6 +222,13 @@ def quantize_folder(folder, modes=MODES, settings: QuantizeSettings | None = Non
     if unknown:
         raise Seq2SeqOnnxError(f"unknown quantization mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
 
+    from .outputs import is_ours, record_files
+
+    if (folder / "quantize_config.json").exists() and not is_ours(folder, "quantize_config.json"):
+        raise Seq2SeqOnnxError(
+            f"{folder / 'quantize_config.json'} was not written by seq2seq-onnx, and quantize would replace it: "
+            "quantize an export of `seq2seq-onnx convert` instead (or move the file away)"
+        )
     if transformersjs is None:
         from .families import transformersjs_supports
         from .verify import transformersjs_available
@@ -240,6 +247,14 @@ def quantize_folder(folder, modes=MODES, settings: QuantizeSettings | None = Non
         started = time.perf_counter()
         report = VariantReport(dtype=mode)
         suffix = DTYPE_SUFFIXES[mode]
+        existing = [p for graph in GRAPHS for p in sorted(onnx_dir.glob(f"{graph}{suffix}.onnx*"))]
+        foreign = [p.name for p in existing if not is_ours(folder, f"onnx/{p.name}")]
+        if foreign:  # never replace (or remove) a file we did not write
+            report.reason = (f"onnx/{foreign[0]} exists and was not written by seq2seq-onnx; move it away to write "
+                             f"{mode} here")
+            report.seconds = time.perf_counter() - started
+            reports.append(report)
+            continue
         with tempfile.TemporaryDirectory(dir=folder, prefix=".quantize-") as tmp:
             tmp = Path(tmp)
             try:
@@ -288,4 +303,5 @@ def quantize_folder(folder, modes=MODES, settings: QuantizeSettings | None = Non
         "variants": [asdict(r) for r in reports],
     }
     (folder / "quantize_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    record_files(folder, ["quantize_config.json", *(name for r in reports if r.kept for name in r.files)])
     return reports

@@ -79,10 +79,9 @@ def options_from_folder(folder: Path) -> GenerationOptions:
 
     eos = pick("eos_token_id", 1)
     pad = pick("pad_token_id", 0)
+    # No length in the file: left unset, so that a max_length passed to generate() decides, as in
+    # transformers; with none at all, GenerationOptions.new_tokens gives transformers' 20 new tokens.
     values = {k: gen[k] for k in _CONFIG_KEYS if gen.get(k) is not None}
-    if "max_new_tokens" not in values and "max_length" not in values:
-        # transformers: with the default max_length (20) left unset, generate makes 20 new tokens
-        values["max_new_tokens"] = 20
     if "bad_words_ids" in values:
         values["bad_words_ids"] = tuple(tuple(s) for s in values["bad_words_ids"])
     ignored = [k for k, default in _UNSUPPORTED_KEYS.items() if gen.get(k, default) != default]
@@ -98,6 +97,60 @@ def options_from_folder(folder: Path) -> GenerationOptions:
     )
     options.validate()
     return options
+
+
+def clean_up_tokenization(text: str) -> str:
+    """Remove the space before punctuation and English contractions, as transformers does.
+
+    Ported as is from transformers 5's `PreTrainedTokenizerBase.clean_up_tokenization`
+    (transformers/tokenization_utils_base.py), which `decode` applies when the tokenizer's
+    `clean_up_tokenization_spaces` is true. Plain `str.replace` calls, in this order.
+    """
+    return (
+        text.replace(" .", ".")
+        .replace(" ?", "?")
+        .replace(" !", "!")
+        .replace(" ,", ",")
+        .replace(" ' ", "'")
+        .replace(" n't", "n't")
+        .replace(" 'm", "'m")
+        .replace(" 's", "'s")
+        .replace(" 've", "'ve")
+        .replace(" 're", "'re")
+    )
+
+
+def _stable_cut(text: str) -> int:
+    """The length of the longest prefix of `text` whose clean-up no later text can change.
+
+    `clean_up_tokenization(a + b) == clean_up_tokenization(a) + clean_up_tokenization(b)` when `b`
+    starts with a space and `a` ends with a character other than a space, an apostrophe or an "n".
+    Every pattern starts with a space, so a replacement can only straddle such a cut by continuing
+    from the end of `a` into `b` as cleaned so far: `a` ending in "'" with `b` = " ...", completing
+    " ' "; `a` ending in "n" with `b` = " ' t..." (already "'t...") completing " n't"; `a` ending in a
+    space with `b` = " ' s..." (already "'s...") completing " 's".
+    """
+    for i in range(len(text) - 1, 0, -1):
+        if text[i] == " " and text[i - 1] not in " 'n":
+            return i
+    return 0
+
+
+def cleans_up_spaces(folder: Path, tokenizer) -> bool:
+    """Whether transformers' `AutoTokenizer.from_pretrained(folder).decode` would clean up spaces.
+
+    transformers 5 reads `clean_up_tokenization_spaces` from tokenizer_config.json, False when
+    absent (`PreTrainedTokenizerBase.__init__`, tokenization_utils_base.py), and skips the clean-up
+    for BPE models unless `clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output`
+    is set (`TokenizersBackend._decode`, tokenization_utils_tokenizers.py).
+    """
+    path = folder / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not isinstance(config, dict) or not config.get("clean_up_tokenization_spaces", False):
+        return False
+    if type(tokenizer.model).__name__ == "BPE":
+        return bool(config.get("clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output", False))
+    return True
 
 
 class DecoderRunner:
@@ -218,18 +271,23 @@ class Seq2SeqOnnxModel:
     Thread-safe: sessions are shared, and every call keeps its own decoding state.
     """
 
-    def __init__(self, folder: Path, dtype: str, encoder, decoder: DecoderRunner, tokenizer, options: GenerationOptions):
+    def __init__(self, folder: Path, dtype: str, encoder, decoder: DecoderRunner, tokenizer, options: GenerationOptions,
+                 clean_up_tokenization_spaces: bool = False):
         self.folder = folder
         self.dtype = dtype
         self.encoder = encoder
         self.decoder = decoder
         self.tokenizer = tokenizer
         self.generation_options = options
+        # tokenizer_config.json's `clean_up_tokenization_spaces`, as transformers' decode honours it
+        self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
 
     @classmethod
     def from_pretrained(cls, folder, dtype: str = "fp32", threads: int | None = None, providers=None) -> "Seq2SeqOnnxModel":
         """Load `folder`'s encoder and decoder of `dtype` (Transformers.js file suffixes), tokenizer and generation defaults."""
         folder = Path(folder)
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+            raise ValueError(f"threads must be a positive integer (or None for all cores), got {threads!r}")
         if dtype not in DTYPE_SUFFIXES:
             raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_SUFFIXES)}")
         if not (folder / "config.json").is_file():
@@ -249,6 +307,7 @@ class Seq2SeqOnnxModel:
         try:
             tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
             options = options_from_folder(folder)
+            clean_up = cleans_up_spaces(folder, tokenizer)
         except Exception as err:  # the tokenizers library raises plain Exception on bad JSON
             raise ModelFolderError(f"cannot read the tokenizer or configs of {folder}: {err}") from None
         return cls(
@@ -258,6 +317,7 @@ class Seq2SeqOnnxModel:
             DecoderRunner(onnx_dir, suffix, threads, providers),
             tokenizer,
             options,
+            clean_up_tokenization_spaces=clean_up,
         )
 
     def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -290,10 +350,14 @@ class Seq2SeqOnnxModel:
     def generate(self, input_ids, attention_mask=None, return_dict: bool = False, **options):
         """Generate ids shaped like transformers' generate: [batch * num_return_sequences, 1 + new tokens].
 
-        Options (transformers' names, defaults from generation_config.json): max_new_tokens,
-        min_new_tokens, num_beams, length_penalty, early_stopping, num_return_sequences,
-        do_sample, temperature, top_k, top_p, repetition_penalty, no_repeat_ngram_size,
-        bad_words_ids, seed. With return_dict=True, a GenerationResult with beam scores.
+        Options (transformers' names and meanings, defaults from generation_config.json): max_new_tokens,
+        max_length, min_new_tokens, min_length, num_beams, length_penalty, early_stopping,
+        num_return_sequences, do_sample, temperature, top_k, top_p, repetition_penalty,
+        no_repeat_ngram_size, bad_words_ids, seed. With return_dict=True, a GenerationResult with beam scores.
+
+        Lengths as in transformers 5: max_length and min_length count the decoder start token;
+        max_new_tokens and min_new_tokens, when set by generation_config.json or the call, take
+        precedence over them (pass max_new_tokens=None to let a max_length decide).
         """
         opts = self.generation_options.updated(**options)
         strategy = decoder_for(opts)
@@ -303,7 +367,13 @@ class Seq2SeqOnnxModel:
         return result if return_dict else result.sequences
 
     def decode(self, ids) -> list[str]:
-        return self.tokenizer.decode_batch([list(map(int, row)) for row in ids], skip_special_tokens=True)
+        """Texts of id rows, as transformers' `tokenizer.batch_decode(ids, skip_special_tokens=True)`."""
+        texts = self.tokenizer.decode_batch([list(map(int, row)) for row in ids], skip_special_tokens=True)
+        return [clean_up_tokenization(t) for t in texts] if self.clean_up_tokenization_spaces else texts
+
+    def _decode_one(self, ids: list[int]) -> str:
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return clean_up_tokenization(text) if self.clean_up_tokenization_spaces else text
 
     def generate_text(self, texts, **options):
         """Texts in, texts out (one string per input, or per returned sequence with num_return_sequences)."""
@@ -321,15 +391,20 @@ class Seq2SeqOnnxModel:
         state, _ = self._start(ids, mask, 1)
         generated: list[int] = []
         shown = ""
+        clean_up = self.clean_up_tokenization_spaces
         for column in GreedyOrSampling(opts).steps(state, 1):
             generated.append(int(column[0]))
             text = self.tokenizer.decode(generated, skip_special_tokens=True)
             # hold back a character still being assembled from byte pieces (decoded as U+FFFD)
             stable = text.rstrip("\ufffd")
+            if clean_up:
+                # and text whose clean-up the next tokens may change (" ." -> "."): the pieces
+                # must add up to the final text, and a yielded space cannot be taken back
+                stable = clean_up_tokenization(stable[: _stable_cut(stable)])
             if len(stable) > len(shown) and stable.startswith(shown):
                 yield stable[len(shown) :]
                 shown = stable
-        final = self.tokenizer.decode(generated, skip_special_tokens=True)
+        final = self._decode_one(generated)
         if final != shown:
             yield final[len(shown) :] if final.startswith(shown) else final
 

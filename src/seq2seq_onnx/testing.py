@@ -26,6 +26,7 @@ VARIANTS = {
     "umt5": dict(model_type="umt5", feed_forward_proj="gated-gelu", tied=False),
 }
 
+REPEATED_TOKEN = 7  # the answer of build_model(degenerate="repeat")
 SPM_VOCAB = 200  # sentencepiece pieces; the model vocab adds extra ids and padding on top
 
 
@@ -69,12 +70,15 @@ def build_model(
     seed: int = 0,
     extra_ids: int = 4,
     tokenizer_json: bool = True,
+    degenerate: str | None = None,
     **config_overrides,
 ) -> Path:
     """Write a random-weight checkpoint of `variant` (see VARIANTS) to `folder` and return it.
 
     `tokenizer_json=False` leaves only `spiece.model`, like many older hub checkpoints, so
-    the converter has to make `tokenizer.json` itself.
+    the converter has to make `tokenizer.json` itself. `degenerate` makes the models that defeat
+    naive verification: "repeat" answers every prompt with one token repeated (its logits still
+    depend on earlier tokens), "constant" gives logits that depend on nothing at all.
     """
     import torch
     from transformers import AutoConfig, AutoModelForSeq2SeqLM, GenerationConfig, T5Tokenizer
@@ -112,6 +116,16 @@ def build_model(
             # transformers 5 ties lm_head to the embedding in memory; give it its own weights,
             # which is how flan-t5 and t5-v1_1 checkpoints are stored.
             model.lm_head.weight = torch.nn.Parameter(torch.randn_like(model.shared.weight) * shape["d_model"] ** -0.5)
+        if degenerate == "repeat":
+            # A constant component in every embedding, which the last layer norm passes on, read by
+            # one lm_head row: that token wins every step, the other logits still vary with history.
+            model.shared.weight[:, 0] = 10.0
+            model.lm_head.weight[REPEATED_TOKEN] = 0.0
+            model.lm_head.weight[REPEATED_TOKEN, 0] = 3.0
+        elif degenerate == "constant":
+            model.decoder.final_layer_norm.weight.zero_()  # every logit 0 at every step
+        elif degenerate is not None:
+            raise ValueError(f"unknown degenerate model {degenerate!r}: 'repeat' or 'constant'")
     model.save_pretrained(folder)
     GenerationConfig(decoder_start_token_id=0, pad_token_id=0, eos_token_id=1).save_pretrained(folder)
 

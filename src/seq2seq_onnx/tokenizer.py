@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import TokenizerMismatchError
+from .errors import NoTokenizerError, TokenizerMismatchError
 
 PROBE_TEXTS = (
     "translate English to German: The house is wonderful.",
@@ -27,6 +27,23 @@ PROBE_TEXTS = (
 
 # Keys transformers 5 writes into tokenizer_config.json that describe the save, not the tokenizer.
 _LOCAL_KEYS = ("is_local", "local_files_only")
+
+# Files that hold a tokenizer's vocabulary, in the formats transformers' tokenizers load. A
+# checkpoint with none of them (config and weights only) gets an empty tokenizer from
+# AutoTokenizer (special tokens only), which would "convert" and then generate empty text.
+VOCABULARY_FILES = ("tokenizer.json", "spiece.model", "sentencepiece.bpe.model", "source.spm", "vocab.json",
+                    "vocab.txt", "tokenizer.model")
+
+
+def require_vocabulary(source: str, local_files_only: bool = False) -> None:
+    """Raise NoTokenizerError when `source` has none of VOCABULARY_FILES."""
+    if any(find_file(source, name, local_files_only) is not None for name in VOCABULARY_FILES):
+        return
+    raise NoTokenizerError(
+        f"no tokenizer in {source}: it has none of {', '.join(VOCABULARY_FILES)}, so the export could not turn "
+        "text into ids. Copy the tokenizer files of the checkpoint it was fine-tuned from (for T5: spiece.model, "
+        "tokenizer.json, tokenizer_config.json, special_tokens_map.json) into it, then convert again"
+    )
 
 
 def find_file(source: str, name: str, local_files_only: bool = False) -> Path | None:
@@ -65,6 +82,10 @@ def _save(tokenizer, out_dir: Path) -> None:
     cfg = json.loads(cfg_path.read_text())
     for key in _LOCAL_KEYS:
         cfg.pop(key, None)
+    # Always explicit: transformers 5 removes the space before . , ? ! (and in 's, n't) only when
+    # this is true, Transformers.js 4.3.1 when it is true *or absent*; the same ids must give the
+    # same text in both.
+    cfg["clean_up_tokenization_spaces"] = bool(getattr(tokenizer, "clean_up_tokenization_spaces", False))
     cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
     special = {k: v for k, v in tokenizer.special_tokens_map.items() if v}
     (out_dir / "special_tokens_map.json").write_text(json.dumps(special, indent=2, ensure_ascii=False) + "\n")

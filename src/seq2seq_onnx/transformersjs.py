@@ -18,8 +18,8 @@ from pathlib import Path
 
 JS_DIR = Path(__file__).parent / "js"
 NODE_HELP = (
-    "Node.js 20+ and npm are needed to verify in Transformers.js (e.g. `apt-get install nodejs npm`, "
-    "or https://nodejs.org); verifying in Python ONNX Runtime only"
+    "Node.js 20+ and npm are needed to run Transformers.js (e.g. `apt-get install nodejs npm`, or "
+    "https://nodejs.org); the npm packages are then installed once, offline-safe, into ~/.cache/seq2seq-onnx"
 )
 
 
@@ -54,11 +54,19 @@ def ensure_installed(quiet: bool = True) -> Path:
     return target
 
 
-def generate(folder, prompts, dtype: str = "fp32", max_new_tokens: int = 20) -> list[dict]:
-    """Greedy generation in Transformers.js: [{prompt, input_ids, ids}] per prompt."""
+def _decode_logits(rows: list[dict]) -> list[dict]:
+    """The pages send each step's logits as base64 float32; make them numpy arrays [vocab]."""
+    import base64
+
+    import numpy as np
+
+    for row in rows:
+        row["logits"] = [np.frombuffer(base64.b64decode(step), dtype=np.float32) for step in row.get("logits") or []]
+    return rows
+
+
+def _run_node(request: dict, what: str) -> dict:
     target = ensure_installed()
-    request = {"folder": str(Path(folder).resolve()), "dtype": dtype, "prompts": list(prompts),
-               "max_new_tokens": max_new_tokens}
     proc = subprocess.run(
         ["node", str(target / "verify.mjs")], input=json.dumps(request), cwd=target,
         capture_output=True, text=True, timeout=600,
@@ -66,8 +74,26 @@ def generate(folder, prompts, dtype: str = "fp32", max_new_tokens: int = 20) -> 
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         message = next((line for line in lines if "Error" in line), lines[-1] if lines else "no output")
-        raise RuntimeError(f"Transformers.js could not run {folder} ({dtype}): {message.strip()}")
-    return json.loads(proc.stdout)["results"]
+        raise RuntimeError(f"Transformers.js could not {what}: {message.strip()}")
+    return json.loads(proc.stdout)
+
+
+def decode(folder, id_lists) -> list[str]:
+    """Transformers.js's text for each list of ids, with the folder's tokenizer (special tokens skipped)."""
+    request = {"folder": str(Path(folder).resolve()), "decode": [list(map(int, ids)) for ids in id_lists]}
+    return _run_node(request, f"load the tokenizer of {folder}")["texts"]
+
+
+def generate(folder, prompts, dtype: str = "fp32", max_new_tokens: int = 20, logits: bool = False) -> list[dict]:
+    """Greedy generation in Transformers.js under Node, one prompt at a time.
+
+    Returns [{prompt, input_ids, ids, text, logits}] per prompt: `text` is Transformers.js's own
+    decoding of `ids` (special tokens skipped); `logits` (when asked) the raw next-token logits
+    of each step, numpy float32 arrays [vocab] for the prompt's single row.
+    """
+    request = {"folder": str(Path(folder).resolve()), "dtype": dtype, "prompts": list(prompts),
+               "max_new_tokens": max_new_tokens, "logits": logits}
+    return _decode_logits(_run_node(request, f"run {folder} ({dtype})")["results"])
 
 
 CHROMIUM_HELP = "Chromium is needed for the browser check (Debian: `apt-get install chromium`)"
@@ -142,7 +168,16 @@ def serve(node: Path, folder: Path, port: int = 0):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    class Server(ThreadingHTTPServer):
+        def server_close(self):
+            super().server_close()
+            files.dtypes_file.unlink(missing_ok=True)
+
+    try:
+        server = Server(("127.0.0.1", port), Handler)
+    except BaseException:
+        files.dtypes_file.unlink(missing_ok=True)
+        raise
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -162,15 +197,17 @@ def page_interaction(url: str, timeout_ms: int = 300000, **actions) -> dict:
     return json.loads(proc.stdout)
 
 
-def browser_generate(folder, prompts, dtype: str = "fp32", max_new_tokens: int = 20) -> dict:
+def browser_generate(folder, prompts, dtype: str = "fp32", max_new_tokens: int = 20, logits: bool = False) -> dict:
     """Greedy generation in headless Chromium (Transformers.js browser build, WASM):
-    {"results": [{prompt, input_ids, ids}], "ms_per_token": float, "blocked": [urls]}."""
+    {"results": [{prompt, input_ids, ids, text, logits}], "ms_per_token": float, "blocked": [urls]}
+    (rows as `generate` gives them; ms_per_token includes recording the logits when asked)."""
     from urllib.parse import urlencode
 
     node = ensure_installed()
     server = serve(node, Path(folder))
     try:
-        query = urlencode({"dtype": dtype, "max_new_tokens": max_new_tokens, "prompts": json.dumps(list(prompts))})
+        query = urlencode({"dtype": dtype, "max_new_tokens": max_new_tokens, "prompts": json.dumps(list(prompts)),
+                           "logits": "1" if logits else "0"})
         data = page_interaction(f"http://127.0.0.1:{server.server_address[1]}/verify.html?{query}")
     finally:
         server.shutdown()
@@ -181,6 +218,7 @@ def browser_generate(folder, prompts, dtype: str = "fp32", max_new_tokens: int =
     result["blocked"] = data.get("blocked", [])
     if result["blocked"]:
         raise RuntimeError(f"the page tried to leave 127.0.0.1: {', '.join(result['blocked'][:3])}")
+    _decode_logits(result["results"])
     return result
 
 

@@ -45,18 +45,65 @@ class CaseResult:
         return self.tokens_match and self.logits_match
 
 
+def logits_tolerance(reference_logits) -> float:
+    """The allowed |logit difference| for a run: LOGITS_RTOL of its largest reference logit, at least 1e-3."""
+    scale = max([float(np.abs(r).max()) for r in reference_logits] + [1.0])
+    return max(LOGITS_RTOL * scale, 1e-3)
+
+
+@dataclass
+class Strength:
+    """Could this check tell a lost cache from a working one?
+
+    `history_dependent`: some reference token is followed by two different tokens, so a decoder
+    that sees only the last token must give other ids. `lost_cache_diff`: how far PyTorch's own
+    logits move when the decoder sees only the last token; above `tolerance` the logits comparison
+    catches a lost cache even where the ids cannot. `probe`: the extra prompt that was added when
+    the fixed prompts were not history-dependent.
+    """
+
+    history_dependent: bool = False
+    lost_cache_diff: float = 0.0
+    tolerance: float = 0.0
+    probe: str | None = None
+
+    @property
+    def strong(self) -> bool:
+        return self.history_dependent or self.lost_cache_diff > self.tolerance
+
+    def weakness(self) -> str:
+        return (
+            "the reference cannot tell a lost cache from a working one: no reference token is followed by two "
+            f"different tokens (extra prompts and longer outputs tried), and PyTorch's logits move by only "
+            f"{self.lost_cache_diff:.1e} (tolerance {self.tolerance:.1e}) when the decoder sees the last token alone. "
+            "The model's outputs do not depend on earlier tokens (an untrained or degenerate model?)"
+        )
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "strong": self.strong}
+
+
 @dataclass
 class VerificationReport:
     cases: list[CaseResult] = field(default_factory=list)
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     logits_rtol: float = LOGITS_RTOL
+    structure_problem: str = ""  # the decoder is not what its file name says (no comparison was run)
+    strength: Strength = field(default_factory=Strength)
 
     @property
     def passed(self) -> bool:
-        return bool(self.cases) and all(c.passed for c in self.cases)
+        return not self.structure_problem and bool(self.cases) and all(c.passed for c in self.cases)
+
+    @property
+    def verdict(self) -> str:
+        """PASSED, FAILED, or INCONCLUSIVE (everything agrees, but the check could not have caught a lost cache)."""
+        if not self.passed:
+            return "FAILED"
+        return "PASSED" if self.strength.strong else "INCONCLUSIVE"
 
     def summary(self) -> str:
-        lines = []
+        lines = [f"structure: {self.structure_problem}"] if self.structure_problem else []
         for c in self.cases:
             status = "ok" if c.passed else "MISMATCH"
             lines.append(
@@ -72,8 +119,11 @@ class VerificationReport:
     def to_dict(self) -> dict:
         return {
             "passed": self.passed,
+            "verdict": self.verdict,
             "max_new_tokens": self.max_new_tokens,
             "logits_rtol": self.logits_rtol,
+            "structure_problem": self.structure_problem,
+            "strength": self.strength.to_dict(),
             "cases": [{**asdict(c), "passed": c.passed} for c in self.cases],
         }
 
@@ -93,11 +143,16 @@ def _as_eos_set(eos) -> set[int]:
     return {int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])}
 
 
-def onnx_greedy(encoder, decoder, input_ids, attention_mask, start_id, eos_ids, pad_id, max_new_tokens):
+def onnx_greedy(encoder, decoder, input_ids, attention_mask, start_id, eos_ids, pad_id, max_new_tokens,
+                transformersjs_feeding: bool = True):
     """Greedy decoding over ONNX Runtime sessions, feeding the decoder as Transformers.js does.
 
     Returns (sequences [batch, 1 + steps], per-step logits [steps][batch, vocab]).
-    A decoder without cache inputs is fed the whole prefix every step (its only correct use).
+    After step 1 only the last token is fed, cache or no cache: Transformers.js holds a (possibly
+    empty) cache object from step 1 on and always feeds one token, so a decoder without cache
+    under the merged name goes wrong here as it does there. `transformersjs_feeding=False` feeds
+    a cache-less decoder (`decoder_model.onnx` of `--no-past`) its whole prefix, its correct use
+    in other runtimes.
     """
     input_ids = np.asarray(input_ids, dtype=np.int64)
     attention_mask = np.asarray(attention_mask, dtype=np.int64)
@@ -108,6 +163,7 @@ def onnx_greedy(encoder, decoder, input_ids, attention_mask, start_id, eos_ids, 
     out_names = [o.name for o in decoder.get_outputs()]
     past_names = [n for n in dec_inputs if n.startswith("past_key_values.")]
     has_cache = bool(past_names)
+    last_token_only = has_cache or transformersjs_feeding
     # Step 1: empty caches shaped from the graph's metadata, symbolic dimensions set to 0.
     past = {
         n: np.zeros([d if isinstance(d, int) else 0 for d in dec_inputs[n].shape], dtype=np.float32) for n in past_names
@@ -117,7 +173,7 @@ def onnx_greedy(encoder, decoder, input_ids, attention_mask, start_id, eos_ids, 
     step_logits = []
     for step in range(max_new_tokens):
         feed = {
-            "input_ids": sequences[:, -1:] if (has_cache and step > 0) else sequences,
+            "input_ids": sequences[:, -1:] if (last_token_only and step > 0) else sequences,
             "encoder_attention_mask": attention_mask,
             "encoder_hidden_states": hidden,
         }
@@ -142,6 +198,83 @@ def onnx_greedy(encoder, decoder, input_ids, attention_mask, start_id, eos_ids, 
         if finished.all():
             break
     return sequences, step_logits
+
+
+def merged_decoder_problem(inputs, outputs) -> str | None:
+    """Why a graph under the name `decoder_model_merged*.onnx` cannot be what its name says, or None.
+
+    `inputs`, `outputs`: the graph's input and output names. Structure, not behaviour: a decoder
+    without past inputs under the merged name (the classic repeated-token export) is refused even
+    when the model's outputs could not reveal it.
+    """
+    inputs, outputs = set(inputs), set(outputs)
+    if not any(n.startswith("past_key_values.") for n in inputs):
+        return (
+            "the merged decoder has no past_key_values inputs: Transformers.js will feed it one token per step and the "
+            "output goes wrong from the second token (repeats, loops). Re-export with `seq2seq-onnx convert SOURCE -o OUT`"
+        )
+    if not any(n.startswith("present.") for n in outputs):
+        return "the merged decoder has no present.* outputs: the cache cannot be carried to the next step"
+    if USE_CACHE_BRANCH not in inputs:
+        return "the merged decoder has no use_cache_branch input: it is not a merged decoder"
+    return None
+
+
+def history_dependent(sequences, eos_ids) -> bool:
+    """Whether some token of a sequence is followed by two different tokens (up to its first EOS).
+
+    A decoder that lost its cache sees only the last token, so its next token is a function of the
+    last one: on such a reference it must produce different ids, and the ids alone can catch it.
+    """
+    for seq in sequences:
+        followers: dict[int, int] = {}
+        for a, b in zip(list(seq), list(seq)[1:]):
+            if followers.setdefault(int(a), int(b)) != int(b):
+                return True
+            if int(b) in eos_ids:
+                break
+    return False
+
+
+def lost_cache_logits_diff(model, input_ids, attention_mask, sequences, logits) -> float:
+    """How far PyTorch's step logits move when the decoder sees only the last token (a lost cache).
+
+    Step k >= 2 is recomputed from `sequences[:, k-1]` alone at position 0, which is what a
+    cache-less decoder under the merged name computes in Transformers.js. Returns the largest
+    |difference| from `logits` (the reference's per-step logits); 0.0 with fewer than 2 steps.
+    """
+    import torch
+    from transformers.modeling_outputs import BaseModelOutput
+
+    if len(logits) < 2:
+        return 0.0
+    with torch.no_grad():
+        ids = torch.as_tensor(np.asarray(input_ids, dtype=np.int64))
+        mask = torch.as_tensor(np.asarray(attention_mask, dtype=np.int64))
+        hidden = model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        worst = 0.0
+        for step in range(1, len(logits)):
+            out = model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
+                attention_mask=mask,
+                decoder_input_ids=torch.as_tensor(np.asarray(sequences)[:, step : step + 1]),
+                use_cache=False,
+            )
+            worst = max(worst, float(np.abs(out.logits[:, -1].float().numpy() - logits[step]).max()))
+    return worst
+
+
+def probe_prompts(tokenizer, count: int = 8, seed: int = 0) -> list[str]:
+    """Extra prompts made of the tokenizer's own word pieces (seeded), for a reference that needs strengthening."""
+    import random
+
+    rng = random.Random(seed)
+    vocab = tokenizer.get_vocab()
+    special = {t.content for t in tokenizer.get_added_tokens_decoder().values()}
+    words = sorted(w.lstrip("\u2581Ġ") for w in vocab if w not in special and w.lstrip("\u2581Ġ").isalpha())
+    if not words:
+        return []
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(3, 16))) for _ in range(count)]
 
 
 def reference_greedy(model, input_ids, attention_mask, start_id, eos_ids, pad_id, max_new_tokens):
@@ -184,7 +317,15 @@ def reference_greedy(model, input_ids, attention_mask, start_id, eos_ids, pad_id
 def load_prompts_tokenizer(folder: Path):
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(str(folder / "tokenizer.json"))
+    from .errors import Seq2SeqOnnxError
+
+    path = Path(folder) / "tokenizer.json"
+    if not path.is_file():
+        raise Seq2SeqOnnxError(f"{path} is missing: an export needs tokenizer.json (Transformers.js loads the tokenizer from it)")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as err:  # the tokenizers library raises plain Exception
+        raise Seq2SeqOnnxError(f"cannot read {path}: {err}") from None
 
 
 def encode_batch(tokenizer, prompts, pad_id: int, vocab_size: int):
@@ -200,6 +341,78 @@ def encode_batch(tokenizer, prompts, pad_id: int, vocab_size: int):
     return ids, mask
 
 
+def special_ids(model) -> tuple[int, set[int], int]:
+    """(decoder start id, EOS ids, pad id) of a PyTorch model, as its generate() uses them."""
+    config, gen = model.config, getattr(model, "generation_config", None)
+    start_id = config.decoder_start_token_id
+    if start_id is None and gen is not None:
+        start_id = gen.decoder_start_token_id
+    pad_id = config.pad_token_id if config.pad_token_id is not None else 0
+    eos = gen.eos_token_id if gen is not None and gen.eos_token_id is not None else config.eos_token_id
+    return start_id, _as_eos_set(eos), pad_id
+
+
+def _same_prefix_steps(ref_seq: np.ndarray, got_seq: np.ndarray, steps: int) -> int:
+    """How many leading steps had identical decoder inputs on both sides (their logits are comparable)."""
+    same = 0
+    while (
+        same < steps
+        and same + 1 < min(ref_seq.shape[1], got_seq.shape[1])
+        and (ref_seq[:, : same + 1] == got_seq[:, : same + 1]).all()
+    ):
+        same += 1
+    return same
+
+
+def compare_logits(ref_seq, ref_logits, got_seq, got_logits) -> tuple[float, float]:
+    """(max |logit difference| over the steps whose inputs were identical, the reference's logit scale)."""
+    ref_seq, got_seq = np.atleast_2d(np.asarray(ref_seq)), np.atleast_2d(np.asarray(got_seq))
+    same = _same_prefix_steps(ref_seq, got_seq, min(len(ref_logits), len(got_logits)))
+    diffs = [np.abs(np.asarray(r) - np.asarray(g)).max() for r, g in zip(ref_logits[:same], got_logits[:same])]
+    scale = max([float(np.abs(r).max()) for r in ref_logits[:same]] + [1.0])
+    return (float(max(diffs)) if diffs else float("inf")), scale
+
+
+@dataclass
+class Reference:
+    """PyTorch's plain greedy answer to one prompt: what every runtime is compared with."""
+
+    input_ids: np.ndarray  # [1, prompt length]
+    ids: list[int]  # decoder start token + generated tokens
+    logits: list[np.ndarray]  # per step, [vocab]
+    max_new_tokens: int
+
+
+def reference_for(model, tokenizer, prompt: str, max_new_tokens: int) -> Reference:
+    start_id, eos_ids, pad_id = special_ids(model)
+    ids, mask = encode_batch(tokenizer, [prompt], pad_id, model.config.vocab_size)
+    seq, logits = reference_greedy(model, ids, mask, start_id, eos_ids, pad_id, max_new_tokens)
+    return Reference(ids, seq[0].tolist(), [row[0] for row in logits], max_new_tokens)
+
+
+def assess_strength(model, tokenizer, references: dict[str, Reference], max_new_tokens: int) -> Strength:
+    """Whether `references` can catch a lost cache; adds a history-dependent probe prompt if they cannot.
+
+    The probe (twice the tokens) is added to `references` so that every runtime is compared on it.
+    """
+    _, eos_ids, _ = special_ids(model)
+    strength = Strength()
+    strength.history_dependent = history_dependent([r.ids for r in references.values()], eos_ids)
+    if not strength.history_dependent:
+        for prompt in probe_prompts(tokenizer):
+            probe = reference_for(model, tokenizer, prompt, 2 * max_new_tokens)
+            if history_dependent([probe.ids], eos_ids):
+                references[prompt] = probe
+                strength.history_dependent, strength.probe = True, prompt
+                break
+    # How much would a lost cache move the logits? On the prompt with the longest reference.
+    longest = max(references.values(), key=lambda r: len(r.ids))
+    strength.tolerance = logits_tolerance(longest.logits)
+    strength.lost_cache_diff = lost_cache_logits_diff(model, longest.input_ids, np.ones_like(longest.input_ids),
+                                                      np.array([longest.ids]), [row[None, :] for row in longest.logits])
+    return strength
+
+
 def verify_export(
     folder: Path,
     model,
@@ -207,38 +420,31 @@ def verify_export(
     prompts=DEFAULT_PROMPTS,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
 ) -> VerificationReport:
-    """Compare greedy generation over `folder`'s ONNX files with PyTorch `model.generate`."""
+    """Compare greedy generation over `folder`'s ONNX files with PyTorch `model.generate`.
+
+    Cases: the first prompt alone, all prompts as a padded batch, and (when the fixed prompts
+    cannot reveal a lost cache by their ids) a history-dependent probe prompt. The report's
+    `strength` says whether the check could have caught a lost cache at all.
+    """
     folder = Path(folder)
+    report = VerificationReport(max_new_tokens=max_new_tokens)
     encoder = _session(folder / "onnx" / "encoder_model.onnx")
     decoder = _session(folder / "onnx" / decoder_file)
+    merged = decoder_file.startswith("decoder_model_merged")
+    if merged:
+        problem = merged_decoder_problem([i.name for i in decoder.get_inputs()], [o.name for o in decoder.get_outputs()])
+        if problem:
+            report.structure_problem = problem
+            return report
     tokenizer = load_prompts_tokenizer(folder)
-    config = model.config
-    gen = getattr(model, "generation_config", None)
-    start_id = config.decoder_start_token_id
-    if start_id is None and gen is not None:
-        start_id = gen.decoder_start_token_id
-    pad_id = config.pad_token_id if config.pad_token_id is not None else 0
-    eos_ids = _as_eos_set(gen.eos_token_id if gen is not None and gen.eos_token_id is not None else config.eos_token_id)
+    start_id, eos_ids, pad_id = special_ids(model)
 
-    report = VerificationReport(max_new_tokens=max_new_tokens)
-    cases = [("single", list(prompts[:1])), ("padded batch", list(prompts))]
-    for name, case_prompts in cases:
-        ids, mask = encode_batch(tokenizer, case_prompts, pad_id, config.vocab_size)
-        args = (ids, mask, start_id, eos_ids, pad_id, max_new_tokens)
+    def run_case(name: str, case_prompts: list[str], new_tokens: int):
+        ids, mask = encode_batch(tokenizer, case_prompts, pad_id, model.config.vocab_size)
+        args = (ids, mask, start_id, eos_ids, pad_id, new_tokens)
         ref_seq, ref_logits = reference_greedy(model, *args)
-        got_seq, got_logits = onnx_greedy(encoder, decoder, *args)
-        tokens_match = ref_seq.shape == got_seq.shape and bool((ref_seq == got_seq).all())
-        # Compare logits only over steps whose inputs were identical on both sides.
-        same_prefix = 0
-        while (
-            same_prefix < min(len(ref_logits), len(got_logits))
-            and same_prefix + 1 < min(ref_seq.shape[1], got_seq.shape[1])
-            and (ref_seq[:, : same_prefix + 1] == got_seq[:, : same_prefix + 1]).all()
-        ):
-            same_prefix += 1
-        diffs = [np.abs(r - g).max() for r, g in zip(ref_logits[:same_prefix], got_logits[:same_prefix])]
-        scale = max([float(np.abs(r).max()) for r in ref_logits[:same_prefix]] + [1.0])
-        max_diff = float(max(diffs)) if diffs else float("inf")
+        got_seq, got_logits = onnx_greedy(encoder, decoder, *args, transformersjs_feeding=merged)
+        max_diff, scale = compare_logits(ref_seq, ref_logits, got_seq, got_logits)
         report.cases.append(
             CaseResult(
                 name=name,
@@ -247,10 +453,18 @@ def verify_export(
                 onnx_ids=got_seq.tolist(),
                 max_logits_diff=max_diff,
                 logits_scale=scale,
-                tokens_match=tokens_match,
+                tokens_match=ref_seq.shape == got_seq.shape and bool((ref_seq == got_seq).all()),
                 logits_match=max_diff <= max(LOGITS_RTOL * scale, 1e-3),
             )
         )
+        return ids, ref_seq, ref_logits
+
+    ids, ref_seq, ref_logits = run_case("single", list(prompts[:1]), max_new_tokens)
+    run_case("padded batch", list(prompts), max_new_tokens)
+    references = {prompts[0]: Reference(ids, ref_seq[0].tolist(), [row[0] for row in ref_logits], max_new_tokens)}
+    report.strength = assess_strength(model, tokenizer, references, max_new_tokens)
+    if report.strength.probe is not None:
+        run_case("history probe", [report.strength.probe], 2 * max_new_tokens)
     return report
 
 
@@ -268,6 +482,25 @@ class RuntimeCheck:
     error: str = ""
     cases: list[dict] = field(default_factory=list)
     ms_per_token: float | None = None  # measured in the browser
+    max_logits_diff: float | None = None  # fp32: over the steps whose inputs matched PyTorch's
+    logits_ok: bool | None = None
+    text_ok: bool | None = None  # the runtime's decoded text equals transformers' for the same ids
+
+    def failure(self) -> str:
+        """Why the check failed, in a few words ('' when it passed)."""
+        if self.passed:
+            return ""
+        if self.error:
+            return self.error
+        reasons = []
+        if self.dtype == "fp32" and not self.exact:
+            reasons.append("greedy ids differ from PyTorch")
+        if self.logits_ok is False:
+            reasons.append(f"step logits differ from PyTorch's by up to {self.max_logits_diff:.1e}")
+        if self.text_ok is False:
+            bad = next(c for c in self.cases if c.get("text") != c.get("expected_text"))
+            reasons.append(f"decoded text {bad['text']!r} where transformers gives {bad['expected_text']!r}")
+        return "; ".join(reasons) or "failed"
 
 
 @dataclass
@@ -276,14 +509,21 @@ class FolderVerification:
     reference: str
     checks: list[RuntimeCheck] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    strength: Strength = field(default_factory=Strength)
 
     @property
     def passed(self) -> bool:
         return bool(self.checks) and all(c.passed for c in self.checks)
 
+    @property
+    def verdict(self) -> str:
+        if not self.passed:
+            return "FAILED"
+        return "PASSED" if self.strength.strong else "INCONCLUSIVE"
+
     def to_dict(self) -> dict:
-        return {"folder": self.folder, "reference": self.reference, "passed": self.passed, "notes": self.notes,
-                "checks": [asdict(c) for c in self.checks]}
+        return {"folder": self.folder, "reference": self.reference, "passed": self.passed, "verdict": self.verdict,
+                "strength": self.strength.to_dict(), "notes": self.notes, "checks": [asdict(c) for c in self.checks]}
 
 
 def _agreement(reference: list[int], got: list[int]) -> float:
@@ -294,11 +534,30 @@ def _agreement(reference: list[int], got: list[int]) -> float:
     return same / length
 
 
-def _score(check: RuntimeCheck, dtype: str) -> None:
+def _score(check: RuntimeCheck, dtype: str, references: dict | None = None, text_of=None) -> None:
+    """Fill `check`'s verdict from its cases ({prompt, reference_ids, ids[, text][, logits]}).
+
+    fp32 must give PyTorch's ids exactly and, where the runtime reported them, its step logits
+    within tolerance; quantized dtypes legitimately differ, so they must run (agreement reported).
+    Every dtype's decoded text must equal transformers' decoding of the same ids (`text_of`).
+    """
     check.exact = all(c["ids"] == c["reference_ids"] for c in check.cases)
     check.agreement = sum(_agreement(c["reference_ids"], c["ids"]) for c in check.cases) / len(check.cases)
-    # fp32 must be PyTorch's ids exactly; quantized dtypes legitimately differ, so they must run
-    check.passed = check.exact if dtype == "fp32" else True
+    if dtype == "fp32" and references is not None and any(c.get("logits") for c in check.cases):
+        worst, ok = 0.0, True
+        for c in check.cases:
+            ref = references[c["prompt"]]
+            diff, _ = compare_logits([ref.ids], ref.logits, [c["ids"]], c.pop("logits"))
+            worst = max(worst, diff)
+            ok = ok and diff <= logits_tolerance(ref.logits)
+        check.max_logits_diff, check.logits_ok = worst, ok
+    for c in check.cases:
+        c.pop("logits", None)
+    if text_of is not None and all("text" in c for c in check.cases):
+        for c in check.cases:
+            c["expected_text"] = text_of(c["ids"])
+        check.text_ok = all(c["text"] == c["expected_text"] for c in check.cases)
+    check.passed = (check.exact and check.logits_ok is not False if dtype == "fp32" else True) and check.text_ok is not False
 
 
 def transformersjs_available() -> bool:
@@ -313,22 +572,49 @@ def transformersjs_available() -> bool:
     return (node_dir() / "node_modules" / "@huggingface" / "transformers" / "package.json").is_file()
 
 
-def transformersjs_check(folder: Path, model, prompts=DEFAULT_PROMPTS, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-                         dtype: str = "fp32") -> RuntimeCheck:
-    """Greedy ids of `folder` in Transformers.js against PyTorch `model`, one prompt at a time."""
+def _transformers_decoder(folder: Path):
+    """ids -> text as transformers decodes them with the folder's tokenizer files (special tokens skipped)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def _js_rows(runtime: str, folder: Path, references: dict[str, Reference], dtype: str) -> tuple[list[dict], float | None]:
+    """Greedy rows of Transformers.js (Node or browser) for every reference prompt, each with its own token budget."""
     from . import transformersjs
 
-    config, gen = model.config, model.generation_config
-    pad_id = config.pad_token_id if config.pad_token_id is not None else 0
-    eos_ids = _as_eos_set(gen.eos_token_id if gen.eos_token_id is not None else config.eos_token_id)
+    rows, ms = [], []
+    budgets = sorted({r.max_new_tokens for r in references.values()})
+    for budget in budgets:
+        prompts = [p for p, r in references.items() if r.max_new_tokens == budget]
+        if runtime == "browser":
+            page = transformersjs.browser_generate(folder, prompts, dtype, budget, logits=dtype == "fp32")
+            rows += page["results"]
+            ms.append(page["ms_per_token"])
+        else:
+            rows += transformersjs.generate(folder, prompts, dtype, budget, logits=dtype == "fp32")
+    return rows, (sum(ms) / len(ms) if ms else None)
+
+
+def transformersjs_check(folder: Path, model, prompts=DEFAULT_PROMPTS, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                         dtype: str = "fp32", probe: str | None = None) -> RuntimeCheck:
+    """Greedy ids, step logits and text of `folder` in Transformers.js against PyTorch `model`, one prompt at a time.
+
+    `probe`: the history-dependent prompt `verify_export` added (`report.strength.probe`), run
+    with twice the tokens as there.
+    """
     check = RuntimeCheck(dtype=dtype, runtime="transformers.js")
     try:
-        for row in transformersjs.generate(folder, prompts, dtype, max_new_tokens):
-            ids = np.array([row["input_ids"]], dtype=np.int64)
-            expected = reference_greedy(model, ids, np.ones_like(ids), config.decoder_start_token_id, eos_ids, pad_id,
-                                        max_new_tokens)[0][0].tolist()
-            check.cases.append({"prompt": row["prompt"], "reference_ids": expected, "ids": row["ids"]})
-        _score(check, dtype)
+        tokenizer = load_prompts_tokenizer(folder)
+        references = {p: reference_for(model, tokenizer, p, max_new_tokens) for p in prompts}
+        if probe is not None:
+            references[probe] = reference_for(model, tokenizer, probe, 2 * max_new_tokens)
+        rows, _ = _js_rows("transformers.js", Path(folder), references, dtype)
+        for row in rows:
+            check.cases.append({"prompt": row["prompt"], "reference_ids": references[row["prompt"]].ids,
+                                "ids": row["ids"], "text": row["text"], "logits": row["logits"]})
+        _score(check, dtype, references, _transformers_decoder(Path(folder)))
     except Exception as err:
         check.error = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
     return check
@@ -341,17 +627,36 @@ def recorded_source(folder: Path) -> str | None:
     return None
 
 
+def _graph_io(path: Path) -> tuple[list[str], list[str]]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [i.name for i in graph.input], [o.name for o in graph.output]
+
+
 def verify_folder(folder, reference: str | None = None, dtypes=None, runtimes=("python", "transformers.js"),
                   prompts=DEFAULT_PROMPTS, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> FolderVerification:
-    """Greedy ids of every dtype of an export, in each runtime, against PyTorch on the source checkpoint."""
+    """Greedy ids of every dtype of an export, in each runtime, against PyTorch on the source checkpoint.
+
+    fp32 must give PyTorch's ids and step logits in every runtime; quantized dtypes must run. A
+    decoder under the merged name without a cache fails outright (structure), and when the
+    reference could not reveal a lost cache the verdict is INCONCLUSIVE, never PASSED.
+    Raises Seq2SeqOnnxError for a folder that is not an export, a missing reference or dtype,
+    or a runtime asked for alone that is not installed.
+    """
     from .errors import Seq2SeqOnnxError
     from .runtime import DTYPE_SUFFIXES
 
     folder = Path(folder)
+    if not folder.is_dir():
+        raise Seq2SeqOnnxError(f"{folder} is not a folder: give an export folder (see `seq2seq-onnx convert`)")
+    onnx_dir = folder / "onnx"
+    if not (folder / "config.json").is_file() or not onnx_dir.is_dir():
+        raise Seq2SeqOnnxError(f"{folder} is not an export folder (it needs config.json and onnx/)")
+    tokenizer = load_prompts_tokenizer(folder)
     reference = reference or recorded_source(folder)
     if not reference:
         raise Seq2SeqOnnxError(f"{folder} records no source checkpoint (no seq2seq_onnx.json): pass --reference SOURCE")
-    onnx_dir = folder / "onnx"
     present = [d for d, s in DTYPE_SUFFIXES.items() if (onnx_dir / f"encoder_model{s}.onnx").is_file()]
     dtypes = list(dtypes or present)
     missing = [d for d in dtypes if d not in present]
@@ -362,25 +667,15 @@ def verify_folder(folder, reference: str | None = None, dtypes=None, runtimes=("
     from .source import resolve_source
 
     model = _load_model(resolve_source(reference), trust_remote_code=False)
-    tokenizer = load_prompts_tokenizer(folder)
-    gen = model.generation_config
-    start_id = model.config.decoder_start_token_id
-    pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-    eos_ids = _as_eos_set(gen.eos_token_id if gen.eos_token_id is not None else model.config.eos_token_id)
-    expected, python_ids = {}, {}
-    for prompt in prompts:
-        ids, mask = encode_batch(tokenizer, [prompt], pad_id, model.config.vocab_size)
-        expected[prompt] = reference_greedy(model, ids, mask, start_id, eos_ids, pad_id, max_new_tokens)[0][0].tolist()
-        python_ids[prompt] = ids[0].tolist()
-
     result = FolderVerification(folder=str(folder), reference=reference)
     from .families import transformersjs_supports
 
+    runtimes = list(runtimes)
     js_runtimes = [r for r in runtimes if r in ("transformers.js", "browser")]
     if js_runtimes and not transformersjs_supports(model.config.model_type):
         message = f"Transformers.js (4.3.1) does not support model_type {model.config.model_type!r}"
         if not [r for r in runtimes if r not in js_runtimes]:
-            raise Seq2SeqOnnxError(message)
+            raise Seq2SeqOnnxError(message + "; verify it with --runtime python")
         result.notes.append(message + "; checked in Python ONNX Runtime only")
         runtimes = [r for r in runtimes if r not in js_runtimes]
     if any(r in runtimes for r in ("transformers.js", "browser")):
@@ -393,44 +688,51 @@ def verify_folder(folder, reference: str | None = None, dtypes=None, runtimes=("
                     _chromium()
             except TransformersJsUnavailable as err:
                 if list(runtimes) == [runtime]:
-                    raise Seq2SeqOnnxError(str(err)) from None
-                result.notes.append(str(err))
+                    raise Seq2SeqOnnxError(f"cannot verify in {runtime}: {err}") from None
+                result.notes.append(f"not checked in {runtime}: {err}")
                 runtimes = [r for r in runtimes if r != runtime]
+
+    references = {p: reference_for(model, tokenizer, p, max_new_tokens) for p in prompts}
+    result.strength = assess_strength(model, tokenizer, references, max_new_tokens)
+    if not result.strength.strong:
+        result.notes.append(result.strength.weakness())
+    start_id, eos_ids, pad_id = special_ids(model)
+    text_of = _transformers_decoder(folder) if set(runtimes) - {"python"} else None
 
     for dtype in dtypes:
         suffix = DTYPE_SUFFIXES[dtype]
+        merged = onnx_dir / f"decoder_model_merged{suffix}.onnx"
+        structure = merged_decoder_problem(*_graph_io(merged)) if merged.is_file() else None
         for runtime in runtimes:
             check = RuntimeCheck(dtype=dtype, runtime=runtime)
+            if structure:
+                check.error = f"{merged.name}: {structure}"
+                result.checks.append(check)
+                continue
             try:
                 if runtime == "python":
-                    decoder = onnx_dir / f"decoder_model_merged{suffix}.onnx"
-                    if not decoder.is_file():
-                        decoder = onnx_dir / f"decoder_model{suffix}.onnx"
+                    decoder = merged if merged.is_file() else onnx_dir / f"decoder_model{suffix}.onnx"
                     encoder = _session(onnx_dir / f"encoder_model{suffix}.onnx")
                     session = _session(decoder)
-                    for prompt in prompts:
-                        ids, mask = encode_batch(tokenizer, [prompt], pad_id, model.config.vocab_size)
-                        got, _ = onnx_greedy(encoder, session, ids, mask, start_id, eos_ids, pad_id, max_new_tokens)
-                        check.cases.append({"prompt": prompt, "reference_ids": expected[prompt], "ids": got[0].tolist()})
-                elif runtime == "browser":
-                    from . import transformersjs
-
-                    page = transformersjs.browser_generate(folder, prompts, dtype, max_new_tokens)
-                    check.ms_per_token = page["ms_per_token"]
-                    for row in page["results"]:
-                        check.cases.append({"prompt": row["prompt"], "reference_ids": expected[row["prompt"]], "ids": row["ids"]})
+                    for prompt, ref in references.items():
+                        got, logits = onnx_greedy(encoder, session, ref.input_ids, np.ones_like(ref.input_ids), start_id,
+                                                  eos_ids, pad_id, ref.max_new_tokens,
+                                                  transformersjs_feeding=merged.is_file())
+                        check.cases.append({"prompt": prompt, "reference_ids": ref.ids, "ids": got[0].tolist(),
+                                            "logits": [row[0] for row in logits]})
+                    _score(check, dtype, references)
                 else:
-                    from . import transformersjs
-
-                    for row in transformersjs.generate(folder, prompts, dtype, max_new_tokens):
-                        if row["input_ids"] != python_ids[row["prompt"]]:
-                            result.notes.append(
-                                f"Transformers.js tokenizes {row['prompt']!r} as {row['input_ids']}, "
-                                f"the tokenizers library as {python_ids[row['prompt']]}"
-                            )
-                        check.cases.append({"prompt": row["prompt"], "reference_ids": expected[row["prompt"]], "ids": row["ids"]})
-                _score(check, dtype)
+                    rows, check.ms_per_token = _js_rows(runtime, folder, references, dtype)
+                    for row in rows:
+                        ids = references[row["prompt"]].input_ids[0].tolist()
+                        if row["input_ids"] != ids:
+                            result.notes.append(f"{runtime} tokenizes {row['prompt']!r} as {row['input_ids']}, "
+                                                f"the tokenizers library as {ids}")
+                        check.cases.append({"prompt": row["prompt"], "reference_ids": references[row["prompt"]].ids,
+                                            "ids": row["ids"], "text": row["text"], "logits": row["logits"]})
+                    _score(check, dtype, references, text_of)
             except Exception as err:  # a dtype that does not load or run is a failed check, not a crash
                 check.error = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+                check.passed = False
             result.checks.append(check)
     return result

@@ -1,6 +1,10 @@
 // Greedy generation with Transformers.js, fully offline, for `seq2seq-onnx verify`.
-// stdin: {"folder": "/abs/path", "dtype": "fp32", "prompts": ["..."], "max_new_tokens": 20}
-// stdout: {"results": [{"prompt": "...", "input_ids": [...], "ids": [...]}]}
+// stdin: {"folder": "/abs/path", "dtype": "fp32", "prompts": ["..."], "max_new_tokens": 20, "logits": true}
+// stdout: {"results": [{"prompt", "input_ids", "ids", "text", "logits": [base64 float32 per step]}]}
+// or, for {"folder", "decode": [[ids], ...]}: {"texts": [...]} (the tokenizer alone)
+// `logits` are the raw next-token logits Transformers.js computed at each step (a logits processor
+// placed after the others, which the neutral settings below switch off), so the caller can compare
+// them with PyTorch's even when the ids agree.
 import { AutoTokenizer, AutoModelForSeq2SeqLM, env } from '@huggingface/transformers';
 
 env.allowRemoteModels = false;
@@ -11,10 +15,23 @@ for await (const chunk of process.stdin) chunks.push(chunk);
 const request = JSON.parse(Buffer.concat(chunks).toString('utf8'));
 
 const tokenizer = await AutoTokenizer.from_pretrained(request.folder);
+if (request.decode) {  // {"decode": [[ids], ...]}: only Transformers.js's text for those ids
+  const texts = request.decode.map((ids) => tokenizer.decode(ids, { skip_special_tokens: true }));
+  process.stdout.write(JSON.stringify({ texts }));
+  process.exit(0);
+}
 const model = await AutoModelForSeq2SeqLM.from_pretrained(request.folder, { dtype: request.dtype });
 const results = [];
 for (const prompt of request.prompts) {
   const inputs = tokenizer(prompt);
+  const steps = [];
+  const record = (ids, logits) => {
+    if (request.logits) {
+      const row = logits.dims.length === 2 ? logits.data.subarray(0, logits.dims[1]) : logits.data;
+      steps.push(Buffer.from(new Float32Array(row).buffer).toString('base64'));
+    }
+    return logits;
+  };
   const output = await model.generate({
     ...inputs,
     max_new_tokens: request.max_new_tokens,
@@ -31,11 +48,15 @@ for (const prompt of request.prompts) {
     forced_eos_token_id: null,
     suppress_tokens: null,
     begin_suppress_tokens: null,
+    logits_processor: [record],
   });
+  const ids = output.tolist()[0].map(Number);
   results.push({
     prompt,
     input_ids: Array.from(inputs.input_ids.data, Number),
-    ids: output.tolist()[0].map(Number),
+    ids,
+    text: tokenizer.decode(ids, { skip_special_tokens: true }),
+    logits: steps,
   });
 }
 process.stdout.write(JSON.stringify({ results }));
