@@ -214,3 +214,33 @@ def test_interrupts_leave_no_partial_folder_and_the_previous_export_intact(make_
         assert snapshot(out) == before, stage
         assert list(scratch.iterdir()) == [], stage  # no scratch folder left in $TMPDIR either
     assert len(interrupted) >= 2, f"only interrupted at {interrupted}"
+
+
+def test_generate_output_file_is_never_clobbered_or_left_half_written(converted, tmp_path, capsys, monkeypatch):
+    from seq2seq_onnx.runtime import Seq2SeqOnnxModel
+
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps({"input": f"Hello {i}"}) + "\n" for i in range(3)))
+    out = tmp_path / "answers.jsonl"
+    out.write_text("yesterday's answers\n")
+    args = ["generate", str(converted), "--input", str(data), "--output", str(out), "--batch-size", "1"]
+    assert main(args) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert out.read_text() == "yesterday's answers\n"
+
+    calls = []
+    real = Seq2SeqOnnxModel.generate_text
+
+    def interrupted_after_one_batch(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Seq2SeqOnnxModel, "generate_text", interrupted_after_one_batch)
+    assert main([*args, "--overwrite"]) == 130
+    assert out.read_text() == "yesterday's answers\n" and debris(tmp_path) == []
+
+    monkeypatch.setattr(Seq2SeqOnnxModel, "generate_text", real)
+    assert main([*args, "--overwrite"]) == 0
+    assert len(out.read_text().splitlines()) == 3 and debris(tmp_path) == []

@@ -173,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("folder", help="exported model folder (config.json, tokenizer.json, onnx/)")
     gen.add_argument("texts", nargs="*", metavar="TEXT", help="input text(s), generated as one batch")
     gen.add_argument("--input", help="JSONL file of inputs (instead of TEXT)")
-    gen.add_argument("--output", help="JSONL file for results (default: stdout)")
+    gen.add_argument("--output", help="JSONL file for results (default: stdout); written in full or not at all")
+    gen.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     gen.add_argument("--batch-size", type=int, default=16, help="inputs per batch with --input (default 16)")
     gen.add_argument("--dtype", default="fp32", help="which ONNX files to load: fp32 (default), fp16, q8, int8, uint8, q4, q4f16, bnb4")
     gen.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
@@ -327,7 +328,21 @@ def _generate_file(model, args, options) -> int:
     rows, bad = read_jsonl_lines(args.input, required=("input",))
     for number, reason in bad:
         print(f"{args.input}:{number}: {reason}; skipped", file=sys.stderr)
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    partial = None
+    if args.output:
+        from pathlib import Path
+
+        from .outputs import partial_file
+
+        target = Path(args.output)
+        if target.is_dir():
+            raise Seq2SeqOnnxError(f"--output {target} is a folder; give a file name for the JSONL results")
+        if target.exists() and not args.overwrite:
+            raise Seq2SeqOnnxError(f"--output {target} already exists; pass --overwrite to replace it")
+        partial = partial_file(target)  # moved over the output only when every batch is done
+        out = open(partial, "w", encoding="utf-8")
+    else:
+        out = sys.stdout
     try:
         with tqdm(total=len(rows), unit="input", file=sys.stderr, disable=not args.output or not sys.stderr.isatty()) as bar:
             for start in range(0, len(rows), args.batch_size):
@@ -338,9 +353,13 @@ def _generate_file(model, args, options) -> int:
                     mine = outputs[i * per_input : (i + 1) * per_input]
                     out.write(json.dumps({**row, "output": mine[0] if per_input == 1 else mine}, ensure_ascii=False) + "\n")
                 bar.update(len(batch))
-    finally:
-        if args.output:
+        if partial is not None:
             out.close()
+            os.replace(partial, args.output)
+    finally:
+        if partial is not None:
+            out.close()
+            partial.unlink(missing_ok=True)
     if bad:
         print(f"{len(bad)} bad line(s) skipped; {len(rows)} generated", file=sys.stderr)
         return EXIT_FAILED

@@ -64,6 +64,14 @@ def partial_folder(output: Path) -> Path:
     return tmp
 
 
+def partial_file(output: Path) -> Path:
+    """A new hidden file beside `output` to write it in, moved over it when complete (mode by the umask)."""
+    handle, name = tempfile.mkstemp(prefix=f".{output.name}.partial-{_host()}-{os.getpid()}-", dir=output.parent or ".")
+    os.close(handle)
+    os.chmod(name, 0o666 & ~umask())
+    return Path(name)
+
+
 def _owner_alive(name: str, kind: str) -> bool:
     """Whether the process named in `.OUT.{kind}-HOST-PID-xxxx` still runs (unknown: assume not)."""
     rest = name.split(f".{kind}-", 1)[1]
