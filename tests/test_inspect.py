@@ -92,7 +92,7 @@ def test_the_repeated_token_bug_is_named(make_model, tmp_path, capsys):
     shutil.copy(folder / "onnx" / "decoder_model.onnx", folder / "onnx" / "decoder_model_merged.onnx")
     code, out, _ = run(capsys, folder)
     assert code == 1
-    assert "decoder_model_merged.onnx has no past_key_values inputs" in out
+    assert "decoder_model_merged.onnx: it has no past_key_values inputs" in out
     assert "goes wrong from the second token" in out and "seq2seq-onnx convert" in out
 
 

@@ -62,7 +62,7 @@ def format_summary(result) -> str:
         )
         for case in report.cases:
             lines.append(
-                f"  {case.name:<13} {'ok' if case.passed else 'MISMATCH':<8} "
+                f"  {case.name:<15} {'ok' if case.passed else 'MISMATCH':<8} "
                 f"tokens {'identical' if case.tokens_match else 'differ'}, "
                 f"max |logit diff| {case.max_logits_diff:.1e}"
             )
@@ -70,7 +70,7 @@ def format_summary(result) -> str:
         check = result.transformersjs
         logits = f", max |logit diff| {check.max_logits_diff:.1e}" if check.max_logits_diff is not None else ""
         text = ", text identical" if check.text_ok else ""
-        lines.append(f"  {'Transformers.js':<13} {'ok' if check.passed else 'MISMATCH':<8} "
+        lines.append(f"  {'Transformers.js':<15} {'ok' if check.passed else 'MISMATCH':<8} "
                      f"{len(check.cases)} prompts in Node, tokens {'identical' if check.exact else 'differ'}{logits}{text}")
     if result.quantization:
         lines.append("")

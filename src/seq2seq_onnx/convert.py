@@ -101,6 +101,9 @@ def _check_output(output: Path, source, overwrite: bool) -> None:
             raise OutputExistsError(f"output {output} would replace the source checkpoint {src}; choose another folder")
         if src in output.parents:
             raise OutputExistsError(f"output {output} is inside the source checkpoint {src}; choose a folder outside it")
+    parent = next(p for p in output.parents if p.exists())
+    if not parent.is_dir():
+        raise OutputExistsError(f"cannot write the export to {output}: {parent} is a file, not a folder")
     if output.exists() or output.is_symlink():
         if not output.is_dir():
             raise OutputExistsError(f"output {output} is a file, not a folder; give a folder path for the export")
@@ -292,9 +295,12 @@ def _convert_into(result, src, output, *, opset, with_past, validate, trust_remo
     stage_names += ["exporting decoder with past", "merging decoders"] if with_past else []
     stage_names += ["writing configs"] + (["verifying against PyTorch"] if validate else [])
     stage_names += ["quantizing"] if quantize else []
+    try:
+        created_parents = _make_parents(output.parent)
+        tmp = partial_folder(output)
+    except OSError as err:
+        raise OutputExistsError(f"cannot write the export to {output}: {err.strerror or err}") from None
     stages = _Stages(stage_names, enabled=progress)
-    created_parents = _make_parents(output.parent)
-    tmp = partial_folder(output)
     try:
         # The tokenizer first: a checkpoint without a usable one fails before minutes of export.
         stages.start("writing tokenizer")

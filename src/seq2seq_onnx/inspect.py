@@ -289,6 +289,27 @@ def _expected_cache(config: dict) -> tuple[int, int, int] | None:
     return layout.num_layers, layout.num_heads, layout.head_dim
 
 
+def merged_decoder_problem(inputs, outputs) -> str | None:
+    """Why a graph under the name `decoder_model_merged*.onnx` cannot be what its name says, or None.
+
+    `inputs`, `outputs`: the graph's input and output names. Structure, not behaviour: a decoder
+    without past inputs under the merged name (the classic repeated-token export) is refused even
+    when the model's outputs could not reveal it.
+    """
+    inputs, outputs = set(inputs), set(outputs)
+    if not any(n.startswith("past_key_values.") for n in inputs):
+        return (
+            "it has no past_key_values inputs: Transformers.js will feed it one token per step and the "
+            "output goes wrong from the second token (repeats, loops)"
+        )
+    if not any(n.startswith("present.") for n in outputs):
+        return "it has no present.* outputs: the cache cannot be carried to the next step"
+    if USE_CACHE_BRANCH not in inputs:
+        return ("it has no use_cache_branch input: it is not a merged decoder (a decoder with past only gets an "
+                "empty cross-attention cache at the first step)")
+    return None
+
+
 def _check_versions(report: InspectReport, fix: str) -> None:
     """IR version and default-domain opset against what Transformers.js's runtimes load."""
     for name, info in report.graphs.items():
@@ -645,17 +666,11 @@ def inspect_folder(folder) -> InspectReport:
     for name, info in report.graphs.items():
         if info.error or not name.startswith("decoder_model_merged"):
             continue
-        past = [n for n in info.inputs if n.startswith("past_key_values.")]
-        if not past:
-            report.problems.append(
-                f"{name} has no past_key_values inputs: Transformers.js will feed it one token per step and "
-                f"the output goes wrong from the second token (repeats, loops). {fix}"
-            )
+        problem = merged_decoder_problem(info.inputs, info.outputs)
+        if problem:
+            report.problems.append(f"{name}: {problem}. {fix}")
             continue
-        if USE_CACHE_BRANCH not in info.inputs:
-            report.warnings.append(f"{name} has no use_cache_branch input: it is not a merged decoder (with-past only?)")
-        if not any(o.startswith("present.") for o in info.outputs):
-            report.problems.append(f"{name} has no present.* outputs: the cache cannot be carried to the next step. {fix}")
+        past = [n for n in info.inputs if n.startswith("past_key_values.")]
         _check_cache_branches(report, name, info, fix)
         if expected:
             layers, heads, head_dim = expected

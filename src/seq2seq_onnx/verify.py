@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .inspect import merged_decoder_problem
 from .merge import USE_CACHE_BRANCH
 
 # Prompts for the built-in check: different lengths so that a padded batch really pads.
@@ -198,26 +199,6 @@ def onnx_greedy(encoder, decoder, input_ids, attention_mask, start_id, eos_ids, 
         if finished.all():
             break
     return sequences, step_logits
-
-
-def merged_decoder_problem(inputs, outputs) -> str | None:
-    """Why a graph under the name `decoder_model_merged*.onnx` cannot be what its name says, or None.
-
-    `inputs`, `outputs`: the graph's input and output names. Structure, not behaviour: a decoder
-    without past inputs under the merged name (the classic repeated-token export) is refused even
-    when the model's outputs could not reveal it.
-    """
-    inputs, outputs = set(inputs), set(outputs)
-    if not any(n.startswith("past_key_values.") for n in inputs):
-        return (
-            "the merged decoder has no past_key_values inputs: Transformers.js will feed it one token per step and the "
-            "output goes wrong from the second token (repeats, loops). Re-export with `seq2seq-onnx convert SOURCE -o OUT`"
-        )
-    if not any(n.startswith("present.") for n in outputs):
-        return "the merged decoder has no present.* outputs: the cache cannot be carried to the next step"
-    if USE_CACHE_BRANCH not in inputs:
-        return "the merged decoder has no use_cache_branch input: it is not a merged decoder"
-    return None
 
 
 def history_dependent(sequences, eos_ids) -> bool:
@@ -434,7 +415,7 @@ def verify_export(
     if merged:
         problem = merged_decoder_problem([i.name for i in decoder.get_inputs()], [o.name for o in decoder.get_outputs()])
         if problem:
-            report.structure_problem = problem
+            report.structure_problem = f"{decoder_file}: {problem}. Re-export with `seq2seq-onnx convert SOURCE -o OUT`"
             return report
     tokenizer = load_prompts_tokenizer(folder)
     start_id, eos_ids, pad_id = special_ids(model)
@@ -706,7 +687,7 @@ def verify_folder(folder, reference: str | None = None, dtypes=None, runtimes=("
         for runtime in runtimes:
             check = RuntimeCheck(dtype=dtype, runtime=runtime)
             if structure:
-                check.error = f"{merged.name}: {structure}"
+                check.error = f"{merged.name}: {structure}. Re-export with `seq2seq-onnx convert SOURCE -o OUT`"
                 result.checks.append(check)
                 continue
             try:
