@@ -582,3 +582,44 @@ def test_verdict_lists_each_problem_on_its_own_line(converted, tmp_path, capsys)
     assert code == 1 and json.loads(out)["verdict"] == report.verdict()
     code, out, _ = run(capsys, folder)
     assert out.rstrip("\n").splitlines()[-4:] == ["verdict: PROBLEMS (3):"] + lines[1:]
+
+
+def _edit_graph(path, change):
+    model = onnx.load(str(path))
+    change(model.graph)
+    onnx.save(model, str(path))
+
+
+def test_inputs_and_outputs_transformersjs_cannot_feed_or_read(converted, tmp_path, capsys):
+    """Transformers.js feeds only the names it knows, ids and masks as int64, and reads logits / last_hidden_state."""
+    import numpy as np
+
+    folder = copy_of(converted, tmp_path, "extra-input")
+    decoder = folder / "onnx" / "decoder_model_merged.onnx"
+    _edit_graph(decoder, lambda g: g.input.append(
+        onnx.helper.make_tensor_value_info("decoder_attention_mask", onnx.TensorProto.INT64, ["batch", "length"])))
+    assert run(capsys, folder)[0] == 1
+    (line,) = problems(folder)
+    assert line.startswith("decoder_model_merged.onnx has inputs Transformers.js does not feed (decoder_attention_mask)")
+    # the fault is real: a runtime that does not feed a declared input refuses to run
+    session = ort.InferenceSession(str(decoder))
+    with pytest.raises(Exception, match="decoder_attention_mask"):
+        session.run(None, {"input_ids": np.zeros((1, 1), np.int64)})
+
+    folder = copy_of(converted, tmp_path, "int32-ids")
+    _edit_graph(folder / "onnx" / "encoder_model.onnx",
+                lambda g: g.input[0].type.tensor_type.__setattr__("elem_type", onnx.TensorProto.INT32))
+    assert run(capsys, folder)[0] == 1
+    (line,) = problems(folder)
+    assert line.startswith("encoder_model.onnx: input_ids is int32, but Transformers.js feeds input_ids as int64")
+
+    folder = copy_of(converted, tmp_path, "no-logits")
+
+    def rename_logits(graph):
+        for node in graph.node:
+            node.output[:] = ["lm_logits" if o == "logits" else o for o in node.output]
+        next(o for o in graph.output if o.name == "logits").name = "lm_logits"
+
+    _edit_graph(folder / "onnx" / "decoder_model_merged.onnx", rename_logits)
+    assert run(capsys, folder)[0] == 1
+    assert any(p.startswith("decoder_model_merged.onnx has no logits output") for p in problems(folder))

@@ -33,20 +33,22 @@ def _renamed_no_past(src, folder):
     return folder
 
 
-@pytest.fixture(scope="module")
-def repeater(make_model, tmp_path_factory):
-    src = make_model("flan-t5", degenerate="repeat")
-    base = tmp_path_factory.mktemp("repeater")
+def _degenerate(make_model, tmp_path_factory, kind: str):
+    """(checkpoint, its conversion result, the broken export) for build_model(degenerate=kind)."""
+    src = make_model("flan-t5", degenerate=kind)
+    base = tmp_path_factory.mktemp(kind)
     good = convert(str(src), base / "good", progress=False)
     return src, good, _renamed_no_past(src, base / "broken")
+
+
+@pytest.fixture(scope="module")
+def repeater(make_model, tmp_path_factory):
+    return _degenerate(make_model, tmp_path_factory, "repeat")
 
 
 @pytest.fixture(scope="module")
 def constant(make_model, tmp_path_factory):
-    src = make_model("flan-t5", degenerate="constant")
-    base = tmp_path_factory.mktemp("constant")
-    good = convert(str(src), base / "good", progress=False)
-    return src, good, _renamed_no_past(src, base / "broken")
+    return _degenerate(make_model, tmp_path_factory, "constant")
 
 
 def _pytorch(src):

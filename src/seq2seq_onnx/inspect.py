@@ -6,7 +6,7 @@ folder are refused before anything would follow them. The verdict says what Tran
 do with the folder and what to run to fix it; every problem is one line of its own.
 
 What is checked, and where each rule comes from (Transformers.js 4.3.1; see
-`/work/shared/reference/transformersjs-seq2seq.md` and the library's `dist/transformers*.js`):
+`shared/reference/transformersjs-seq2seq.md` beside the checkout and the library's `dist/transformers*.js`):
 
 - files: `config.json`, `tokenizer.json`, `tokenizer_config.json`, and for some dtype both
   `onnx/encoder_model{suffix}.onnx` and `onnx/decoder_model_merged{suffix}.onnx` (no fallback to
@@ -35,12 +35,12 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .merge import USE_CACHE_BRANCH
 from .runtime import DTYPE_SUFFIXES
 
 EXIT_HEALTHY, EXIT_PROBLEMS, EXIT_NOT_AN_EXPORT = 0, 1, 2
 GRAPH_NAMES = ("encoder_model", "decoder_model_merged", "decoder_model", "decoder_with_past_model")
 TRANSFORMERSJS_GRAPHS = ("encoder_model", "decoder_model_merged")  # the files Transformers.js loads
-USE_CACHE_BRANCH = "use_cache_branch"
 
 # What the ONNX Runtime builds that Transformers.js 4.3.1 runs on accept: onnxruntime-node 1.30.0
 # (Node) and onnxruntime-web 1.31.0-dev.20260914 (browser, WASM). Measured, not taken from release
@@ -125,7 +125,7 @@ class InspectReport:
         return f"healthy: Transformers.js can load dtypes {', '.join(self.transformersjs_dtypes)}"
 
 
-_ELEM = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 9: "bool", 11: "float64"}
+_ELEM = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 9: "bool", 11: "float64", 16: "bfloat16"}
 
 
 def _value_info(value) -> list:
@@ -345,6 +345,43 @@ def _check_versions(report: InspectReport, fix: str) -> None:
             (report.problems if loaded else report.warnings).append(
                 line if loaded else f"{line} (Transformers.js does not load this file; other runtimes may)"
             )
+
+
+# What Transformers.js 4.3.1 feeds each graph (`encoder_forward`, `seq2seq_forward`, `decoder_forward`
+# and `validateInputs` in its dist/transformers.node.mjs): it picks these names from what it has and
+# fails with "Missing the following inputs: ..." for any other input the graph declares. Ids and
+# masks come from its tokenizer as int64, use_cache_branch as a bool[1].
+_ENCODER_FEEDS = {"input_ids": "int64", "attention_mask": "int64", "token_type_ids": "int64"}
+_DECODER_FEEDS = {"input_ids": "int64", "encoder_attention_mask": "int64", "encoder_hidden_states": None,
+                  USE_CACHE_BRANCH: "bool", "num_logits_to_keep": "int64"}
+
+
+def _check_io(report: InspectReport, fix: str) -> None:
+    """Input names and types against what Transformers.js feeds, and the outputs it reads."""
+    for name, info in report.graphs.items():
+        if info.error or not name.startswith(TRANSFORMERSJS_GRAPHS):
+            continue
+        encoder = name.startswith("encoder_model")
+        feeds = _ENCODER_FEEDS if encoder else _DECODER_FEEDS
+        unknown = [n for n in info.inputs if n not in feeds and (encoder or not n.startswith("past_key_values."))]
+        if unknown:
+            report.problems.append(
+                f"{name} has inputs Transformers.js does not feed ({', '.join(unknown)}): it fails with \"Missing the "
+                f"following inputs: {', '.join(unknown)}\". {fix}"
+            )
+        if "input_ids" not in info.inputs:
+            report.problems.append(f"{name} has no input_ids input, which Transformers.js feeds the token ids through. {fix}")
+        wrong = [(n, info.inputs[n][0], want) for n, want in feeds.items()
+                 if want and n in info.inputs and info.inputs[n][0] != want]
+        if wrong:
+            report.problems.append(
+                f"{name}: {', '.join(f'{n} is {got}' for n, got, _ in wrong)}, but Transformers.js feeds "
+                f"{', '.join(f'{n} as {want}' for n, _, want in wrong)} (ONNX Runtime: \"Unexpected input data "
+                f"type\"). {fix}"
+            )
+        needed = "last_hidden_state" if encoder else "logits"
+        if needed not in info.outputs:
+            report.problems.append(f"{name} has no {needed} output, which Transformers.js reads. {fix}")
 
 
 def _check_cache_branches(report: InspectReport, name: str, info: GraphInfo, fix: str) -> None:
@@ -662,6 +699,7 @@ def inspect_folder(folder) -> InspectReport:
         )
     fix = "Re-export with `seq2seq-onnx convert SOURCE -o OUT`."
     _check_versions(report, fix)
+    _check_io(report, fix)
     expected = _expected_cache(config) if config else None
     for name, info in report.graphs.items():
         if info.error or not name.startswith("decoder_model_merged"):
