@@ -40,6 +40,6 @@ def converted(make_model, tmp_path_factory):
 @pytest.fixture(scope="session")
 def node_packages():
     """Transformers.js and playwright-core installed (npm ci of the package's lock), for the Node and browser tests."""
-    from seq2seq_onnx.transformersjs import ensure_installed
+    from seq2seq_onnx.verify.transformersjs import ensure_installed
 
     return ensure_installed()

@@ -47,7 +47,7 @@ def test_quantized_dtype_reported_in_the_browser(tmp_path, capsys):
 
 
 def test_demo_page_types_clicks_and_streams(tmp_path):
-    from seq2seq_onnx import transformersjs
+    from seq2seq_onnx.verify import transformersjs
 
     out = tmp_path / "t5-demo"
     convert(str(DEMO), out, progress=False, quantize=["q8"])
@@ -73,7 +73,7 @@ def test_requests_leaving_localhost_are_caught(tmp_path):
     from functools import partial
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-    from seq2seq_onnx import transformersjs
+    from seq2seq_onnx.verify import transformersjs
 
     (tmp_path / "index.html").write_text(
         "<pre id=result></pre><script>fetch('https://cdn.example.com/lib.js').catch(() => 0)"

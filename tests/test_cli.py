@@ -86,7 +86,7 @@ def test_json_output(capsys, make_model, tmp_path):
 
 
 def test_verification_failure_exits_1_and_writes_nothing(capsys, make_model, tmp_path, monkeypatch):
-    import seq2seq_onnx.verify as verify
+    import seq2seq_onnx.verify.ort as verify
 
     real = verify.onnx_greedy
 
@@ -116,7 +116,7 @@ def test_interrupt_leaves_old_output_intact(capsys, make_model, converted, tmp_p
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(conv, "_write_configs", interrupted)
+    monkeypatch.setattr(conv, "write_configs", interrupted)
     code, _, err = run(capsys, make_model(), "-o", out, "--overwrite")
     assert code == 130 and "nothing was written" in err
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
@@ -223,7 +223,7 @@ def test_unexpected_failure_is_one_line_and_leaves_nothing(capsys, make_model, t
     def broken(*args, **kwargs):
         raise RuntimeError("something nobody foresaw\nwith a long second line")
 
-    monkeypatch.setattr(conv, "_write_configs", broken)
+    monkeypatch.setattr(conv, "write_configs", broken)
     monkeypatch.delenv("SEQ2SEQ_ONNX_DEBUG", raising=False)
     code, _, err = run(capsys, make_model(), "-o", tmp_path / "models" / "org" / "name")
     assert code == 1
@@ -387,7 +387,7 @@ def test_legacy_per_channel_false_quantizes_per_tensor(make_model, converted, tm
 
 
 def test_serve_without_node_says_what_it_needs(converted, capsys, monkeypatch):
-    import seq2seq_onnx.transformersjs as tjs
+    import seq2seq_onnx.verify.transformersjs as tjs
 
     monkeypatch.setattr(tjs.shutil, "which", lambda name: None)
     assert main(["serve", str(converted)]) == 2

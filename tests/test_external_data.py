@@ -4,7 +4,7 @@ import json
 
 import onnx
 
-from seq2seq_onnx import onnx_io
+from seq2seq_onnx.export import onnx_io
 from seq2seq_onnx.convert import convert
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from seq2seq_onnx import Seq2SeqOnnxModel, pipeline
-from seq2seq_onnx.generation import InvalidGenerationOptions
+from seq2seq_onnx.runtime.options import InvalidGenerationOptions
 
 PROMPTS = ["translate English to German: The house is wonderful.", "Hello", "summarize: one two three four five six"]
 
@@ -277,10 +277,10 @@ def test_stream_flushes_characters_built_from_bytes():
     model = Model.__new__(Model)
     model.tokenizer = tok
     model.clean_up_tokenization_spaces = False
-    model.generation_options = __import__("seq2seq_onnx.generation", fromlist=["x"]).GenerationOptions()
+    model.generation_options = __import__("seq2seq_onnx.runtime", fromlist=["x"]).GenerationOptions()
     model.tokenize = lambda texts: (np.array([[5, 1]]), np.array([[1, 1]]))
     model._start = lambda *a, **k: (None, 1)
-    import seq2seq_onnx.runtime as runtime
+    import seq2seq_onnx.runtime.model as runtime
 
     original = runtime.GreedyOrSampling
     runtime.GreedyOrSampling = lambda options: Steps()

@@ -152,7 +152,7 @@ def test_path_traversal_is_refused_without_reading(tmp_path):
 
 
 def test_verify_without_node_says_how_to_get_it(converted, capsys, monkeypatch):
-    import seq2seq_onnx.transformersjs as tjs
+    import seq2seq_onnx.verify.transformersjs as tjs
 
     monkeypatch.setattr(tjs.shutil, "which", lambda name: None)
     assert main(["verify", str(converted), "--json"]) == 0  # Python ONNX Runtime still checks

@@ -81,9 +81,9 @@ def test_merged_decoder_stores_weights_once(make_model, tmp_path):
     """The merged file must not be about twice one decoder: initializers are shared by both branches."""
     from transformers import AutoModelForSeq2SeqLM
 
-    from seq2seq_onnx.export import export_decoder
-    from seq2seq_onnx.families import T5
-    from seq2seq_onnx.onnx_io import initializer_bytes
+    from seq2seq_onnx.export.graphs import export_decoder
+    from seq2seq_onnx.export.families import T5
+    from seq2seq_onnx.export.onnx_io import initializer_bytes
 
     src = make_model("flan-t5", d_model=64, d_ff=256, vocab_size=1000)
     out = tmp_path / "out"
@@ -133,10 +133,10 @@ def test_verifier_catches_the_repeated_token_bug(make_model, tmp_path):
     from seq2seq_onnx import verify
 
     # Emulate Transformers.js exactly: after step 1 it holds a (possibly empty) cache and feeds only the last token.
-    enc = verify._session(no_past / "onnx" / "encoder_model.onnx")
-    dec = verify._session(no_past / "onnx" / "decoder_model_merged.onnx")
-    tok = verify.load_prompts_tokenizer(no_past)
-    ids, mask = verify.encode_batch(tok, verify.DEFAULT_PROMPTS[:1], 0, model.config.vocab_size)
+    enc = verify.ort.ort_session(no_past / "onnx" / "encoder_model.onnx")
+    dec = verify.ort.ort_session(no_past / "onnx" / "decoder_model_merged.onnx")
+    tok = verify.reference.load_prompts_tokenizer(no_past)
+    ids, mask = verify.reference.encode_batch(tok, verify.DEFAULT_PROMPTS[:1], 0, model.config.vocab_size)
     ref, _ = verify.reference_greedy(model, ids, mask, 0, {1}, 0, 20)
     feed_last_token = lambda seq: seq[:, -1:]
     got = _last_token_only_greedy(enc, dec, ids, mask, steps=ref.shape[1] - 1, last=feed_last_token)

@@ -54,7 +54,7 @@ def test_merged_decoder_weights_really_quantized(quantized, mode):
 
 
 def test_fp16_halves_the_weights(quantized):
-    from seq2seq_onnx.onnx_io import initializer_bytes
+    from seq2seq_onnx.export.onnx_io import initializer_bytes
 
     out, _ = quantized
     fp32 = initializer_bytes(onnx.load(str(out / "onnx" / "decoder_model_merged.onnx")))

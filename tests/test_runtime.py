@@ -29,8 +29,8 @@ def _split_layout(converted, make_model, tmp_path):
     """An Optimum-style folder: decoder_model.onnx + decoder_with_past_model.onnx, no merged file."""
     from transformers import AutoModelForSeq2SeqLM
 
-    from seq2seq_onnx.export import export_decoder
-    from seq2seq_onnx.families import T5
+    from seq2seq_onnx.export.graphs import export_decoder
+    from seq2seq_onnx.export.families import T5
 
     folder = tmp_path / "split"
     shutil.copytree(converted, folder)
@@ -186,7 +186,7 @@ def test_stream_pieces_add_up_with_clean_up():
 
     from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-    from seq2seq_onnx.runtime import _stable_cut, clean_up_tokenization
+    from seq2seq_onnx.runtime.text import clean_up_tokenization, stable_prefix_length
 
     rng = random.Random(0)
     alphabet = [" ", " ", "'", "n", "t", "s", "m", "ve", "re", ".", "?", "!", ",", "x"]
@@ -196,7 +196,7 @@ def test_stream_pieces_add_up_with_clean_up():
         assert final == PreTrainedTokenizerBase.clean_up_tokenization(None, text)
         shown = ""
         for end in range(len(text) + 1):  # the text as it grows, one character at a time
-            stable = clean_up_tokenization(text[: _stable_cut(text[:end])])
+            stable = clean_up_tokenization(text[: stable_prefix_length(text[:end])])
             assert stable.startswith(shown) and final.startswith(stable), (text, end)
             shown = stable
 
@@ -209,7 +209,7 @@ def test_bpe_tokenizer_clean_up_as_transformers(tmp_path, bpe_override):
     from tokenizers import Tokenizer, decoders, models
     from transformers import AutoTokenizer
 
-    from seq2seq_onnx.runtime import clean_up_tokenization, cleans_up_spaces
+    from seq2seq_onnx.runtime.text import clean_up_tokenization, cleans_up_spaces
 
     tokenizer = Tokenizer(models.BPE({"a": 0, "?": 1, "▁": 2}, []))
     tokenizer.decoder = decoders.Metaspace()

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from seq2seq_onnx.errors import TokenizerMismatchError
-from seq2seq_onnx.tokenizer import PROBE_TEXTS, sentencepiece_mismatches, write_tokenizer_files
+from seq2seq_onnx.export.tokenizer import PROBE_TEXTS, sentencepiece_mismatches, write_tokenizer_files
 
 
 def _sentencepiece_ids(spiece, text):
@@ -58,7 +58,7 @@ def test_broken_source_tokenizer_json_is_rebuilt(make_model, tmp_path):
 
 
 def test_unfixable_mismatch_is_an_error(make_model, tmp_path, monkeypatch):
-    import seq2seq_onnx.tokenizer as tok
+    import seq2seq_onnx.export.tokenizer as tok
 
     monkeypatch.setattr(tok, "sentencepiece_mismatches", lambda *a: ["'x': sentencepiece [1] vs tokenizer.json [2]"])
     with pytest.raises(TokenizerMismatchError, match="does not tokenize like spiece.model"):

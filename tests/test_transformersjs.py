@@ -61,7 +61,7 @@ def test_verify_command_every_dtype(tmp_path, capsys):
 
 def test_the_repeated_token_bug_reproduced(make_model, tmp_path, capsys):
     """Export without past, renamed to the merged name as people did: right first token, then wrong."""
-    from seq2seq_onnx import transformersjs
+    from seq2seq_onnx.verify import transformersjs
 
     src = make_model("flan-t5")
     folder = tmp_path / "bug"
@@ -84,7 +84,7 @@ def test_the_repeated_token_bug_reproduced(make_model, tmp_path, capsys):
 
 def test_quantized_variants_checked_in_transformersjs(converted, tmp_path, monkeypatch):
     """Each variant is run in Transformers.js before it is kept; one it cannot run is not written."""
-    from seq2seq_onnx import transformersjs
+    from seq2seq_onnx.verify import transformersjs
     from seq2seq_onnx.quantize import quantize_folder
 
     folder = tmp_path / "model"

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from seq2seq_onnx import verify
+from seq2seq_onnx.verify import folder as verify_folder_module
+from seq2seq_onnx.verify import ort, reference
 from seq2seq_onnx.cli import main
 from seq2seq_onnx.convert import convert
 from seq2seq_onnx.testing import REPEATED_TOKEN
@@ -79,7 +81,7 @@ def test_renamed_no_past_decoder_fails_at_conversion_checks(repeater, monkeypatc
     assert report.verdict == "FAILED" and "no past_key_values inputs" in report.structure_problem
 
     # And without the structure check, the comparison itself catches it: same ids, other logits.
-    monkeypatch.setattr(verify, "merged_decoder_problem", lambda *a: None)
+    monkeypatch.setattr(ort, "merged_decoder_problem", lambda *a: None)
     report = verify.verify_export(broken, model)
     assert report.verdict == "FAILED"
     assert all(c.tokens_match for c in report.cases) and not any(c.logits_match for c in report.cases)
@@ -95,7 +97,7 @@ def test_verify_never_passes_a_renamed_no_past_decoder(repeater, capsys, monkeyp
     assert "no past_key_values inputs" in out and "verification FAILED" in out and "PASSED" not in out
 
     # the runtime's own comparison fails too, by the step logits (its ids equal PyTorch's)
-    monkeypatch.setattr(verify, "merged_decoder_problem", lambda *a: None)
+    monkeypatch.setattr(verify_folder_module, "merged_decoder_problem", lambda *a: None)
     result = verify.verify_folder(broken, dtypes=["fp32"], runtimes=[runtime])
     (check,) = result.checks
     assert check.exact and check.logits_ok is False and not check.passed, check
@@ -115,8 +117,8 @@ def test_model_that_ignores_history_gives_inconclusive_never_passed(constant, ca
 def test_probe_prompts_strengthen_a_weak_reference(make_model, converted):
     """Prompts whose answers repeat one token are topped up with a probe whose answer depends on history."""
     model = _pytorch(make_model())
-    tokenizer = verify.load_prompts_tokenizer(converted)
-    probes = verify.probe_prompts(tokenizer)
+    tokenizer = reference.load_prompts_tokenizer(converted)
+    probes = reference.probe_prompts(tokenizer)
     assert len(set(probes)) == len(probes) > 3
     weak = {"x": verify.Reference(np.array([[5, 1]]), [0, 9, 9, 9], [np.zeros(model.config.vocab_size)] * 3, 20)}
     strength = verify.assess_strength(model, tokenizer, weak, 20)
@@ -129,7 +131,7 @@ def test_decoded_text_compared_in_transformersjs(converted, tmp_path, capsys):
     _require("transformers.js")
     from transformers import AutoTokenizer
 
-    from seq2seq_onnx import transformersjs
+    from seq2seq_onnx.verify import transformersjs
 
     cfg = json.loads((converted / "tokenizer_config.json").read_text())
     assert cfg["clean_up_tokenization_spaces"] is False  # written explicitly
@@ -150,7 +152,7 @@ def test_decoded_text_compared_in_transformersjs(converted, tmp_path, capsys):
     # verification compares the text, and says what differs
     check = verify.RuntimeCheck(dtype="fp32", runtime="transformers.js",
                                 cases=[{"prompt": "p", "reference_ids": [0, *ids], "ids": [0, *ids], "text": "??"}])
-    verify._score(check, "fp32", None, verify._transformers_decoder(folder))
+    verify_folder_module._score(check, "fp32", None, verify_folder_module._transformers_decoder(folder))
     assert not check.passed and check.text_ok is False
     assert "'??'" in check.failure() and "'? ?'" in check.failure()
 
@@ -167,7 +169,7 @@ def test_verify_says_what_is_missing(converted, tmp_path, capsys, monkeypatch):
     assert f"{folder / 'tokenizer.json'} is missing" in err and "os error" not in err
 
     # Transformers.js asked for alone, without Node: a clear error, not "verifying in Python only"
-    import seq2seq_onnx.transformersjs as tjs
+    import seq2seq_onnx.verify.transformersjs as tjs
 
     monkeypatch.setattr(tjs.shutil, "which", lambda name: None)
     assert main(["verify", str(converted), "--runtime", "transformers.js"]) == 2

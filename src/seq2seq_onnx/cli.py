@@ -412,9 +412,9 @@ def _run_verify(args) -> int:
 def _run_serve(args) -> int:
     from pathlib import Path
 
-    from .transformersjs import ensure_installed, serve
+    from .verify.transformersjs import ensure_installed, serve
 
-    from .transformersjs import TransformersJsUnavailable
+    from .verify.transformersjs import TransformersJsUnavailable
 
     folder = Path(args.folder)
     if not (folder / "config.json").is_file():

@@ -35,8 +35,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .merge import USE_CACHE_BRANCH
-from .runtime import DTYPE_SUFFIXES
+from .export.merge import USE_CACHE_BRANCH
+from .runtime.sessions import DTYPE_SUFFIXES
 
 EXIT_HEALTHY, EXIT_PROBLEMS, EXIT_NOT_AN_EXPORT = 0, 1, 2
 GRAPH_NAMES = ("encoder_model", "decoder_model_merged", "decoder_model", "decoder_with_past_model")
@@ -269,7 +269,7 @@ def read_graph(path: Path) -> GraphInfo:
 
 def _expected_cache(config: dict) -> tuple[int, int, int] | None:
     """(layers, heads, head size) of the decoder cache from config.json, for the families we know."""
-    from .families import family_for
+    from .export.families import family_for
 
     family = family_for(config.get("model_type", ""))
     if family is None:
@@ -689,7 +689,7 @@ def inspect_folder(folder) -> InspectReport:
         if info.error:
             report.problems.append(info.error + ".")
 
-    from .families import family_for, transformersjs_supports
+    from .export.families import family_for, transformersjs_supports
 
     model_type = config.get("model_type", "")
     if config and family_for(model_type) is not None and not transformersjs_supports(model_type):

@@ -30,9 +30,9 @@ import numpy as np
 import onnx
 
 from .errors import Seq2SeqOnnxError
-from .merge import _all_nodes
-from .onnx_io import save_model
-from .runtime import DTYPE_SUFFIXES
+from .export.merge import all_nodes
+from .export.onnx_io import save_model
+from .runtime.sessions import DTYPE_SUFFIXES
 
 MODES = ("q8", "int8", "uint8", "q4", "q4f16", "bnb4", "fp16")
 GRAPHS = ("encoder_model", "decoder_model_merged")
@@ -106,7 +106,7 @@ def _quantize_bnb4(model: onnx.ModelProto, s: QuantizeSettings) -> onnx.ModelPro
 
 def op_types(model: onnx.ModelProto) -> set[str]:
     """Every op type in the model, `If` branches included."""
-    return {node.op_type for node in _all_nodes(model.graph)}
+    return {node.op_type for node in all_nodes(model.graph)}
 
 
 def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -121,7 +121,7 @@ def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     from onnx import numpy_helper
 
     graph = model.graph
-    used = {name for node in _all_nodes(graph) for name in node.input}
+    used = {name for node in all_nodes(graph) for name in node.input}
     casts = []
     for tensor in graph.initializer:
         if tensor.data_type != onnx.TensorProto.FLOAT or tensor.name not in used:
@@ -179,9 +179,9 @@ def _check_variant(folder: Path, mode: str, reference: np.ndarray | None, prompt
         return False, f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}", None
     agreement = None
     if reference is not None:
-        from .verify import _agreement
+        from .verify.folder import token_agreement
 
-        agreement = float(np.mean([_agreement(r.tolist(), g.tolist()) for r, g in zip(reference, got)]))
+        agreement = float(np.mean([token_agreement(r.tolist(), g.tolist()) for r, g in zip(reference, got)]))
     return True, "", agreement
 
 
@@ -192,7 +192,7 @@ CHECK_PROMPTS = (
 
 
 def _check_in_transformersjs(folder: Path, mode: str) -> tuple[bool, str]:
-    from . import transformersjs
+    from .verify import transformersjs
 
     try:
         transformersjs.generate(folder, CHECK_PROMPTS[:1], dtype=mode, max_new_tokens=4)
@@ -230,7 +230,7 @@ def quantize_folder(folder, modes=MODES, settings: QuantizeSettings | None = Non
             "quantize an export of `seq2seq-onnx convert` instead (or move the file away)"
         )
     if transformersjs is None:
-        from .families import transformersjs_supports
+        from .export.families import transformersjs_supports
         from .verify import transformersjs_available
 
         model_type = json.loads((folder / "config.json").read_text()).get("model_type", "")

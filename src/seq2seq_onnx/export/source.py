@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 from pathlib import Path
 
-from .errors import SourceNotFoundError, UnsupportedModelError
+from ..errors import SourceNotFoundError, UnsupportedModelError
 from .families import ModelFamily, family_for, suggest_checkpoint, supported_model_types
 
 TASK_AUTO = "auto"
@@ -152,3 +152,38 @@ def resolve_task(task: str, no_past: bool) -> tuple[bool, list[str]]:
             "per step and a decoder without cache repeats tokens. Use --no-past to really drop the cache."
         )
     return True, notes
+
+
+def load_model(source: Source, trust_remote_code: bool = False):
+    """The checkpoint's `...ForConditionalGeneration` in fp32 with eager attention, in eval mode.
+
+    Raises SourceNotFoundError when the weights cannot be read, UnsupportedModelError when
+    decoder weights are missing (an encoder-only checkpoint must not become a random decoder).
+    """
+    import torch
+    from transformers import AutoModelForSeq2SeqLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        model, info = AutoModelForSeq2SeqLM.from_pretrained(
+            source.ref,
+            attn_implementation="eager",  # sdpa breaks both exporters on transformers 5
+            dtype=torch.float32,
+            trust_remote_code=trust_remote_code,
+            output_loading_info=True,
+            **source.hub_kwargs,
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SourceNotFoundError(f"cannot load the weights of {source.ref}: {first_line}") from None
+    tied = {k for k in getattr(model, "_tied_weights_keys", None) or {}}
+    missing = [k for k in info.get("missing_keys", []) if k not in tied]
+    if missing:
+        shown = ", ".join(sorted(missing)[:4]) + (" ..." if len(missing) > 4 else "")
+        raise UnsupportedModelError(
+            f"{source.ref} lacks {len(missing)} weights of a {source.model_type} encoder-decoder ({shown}); "
+            "an encoder-only checkpoint (e.g. T5EncoderModel) cannot be exported for generation"
+        )
+    return model.eval()

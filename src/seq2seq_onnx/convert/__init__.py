@@ -1,4 +1,4 @@
-"""Convert stage: a Hugging Face seq2seq checkpoint to the folder Transformers.js loads.
+"""Convert: the pipeline from a Hugging Face seq2seq checkpoint to the folder Transformers.js loads.
 
     out/
       config.json  generation_config.json  tokenizer.json  tokenizer_config.json
@@ -7,7 +7,9 @@
 
 Everything is written into a hidden temporary folder beside the output and moved into place
 only after verification passed, so a crash, a mismatch or Ctrl-C never leaves a folder that
-looks complete. Run as `python -m seq2seq_onnx.convert --model_id ...` this module is also the
+looks complete. The stages do the work: `export` (tokenizer, graphs, configs), `verify`
+(against PyTorch, in ONNX Runtime and Transformers.js), `quantize`, and `outputs` (the folder).
+Run as `python -m seq2seq_onnx.convert --model_id ...` (`__main__.py`) this package is also the
 old Transformers.js `scripts/convert.py` command line.
 """
 
@@ -22,16 +24,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import __version__
-from .errors import (
+from .. import __version__
+from ..errors import (
     NoTokenizerError,
     OutputExistsError,
     Seq2SeqOnnxError,
-    SourceNotFoundError,
-    UnsupportedModelError,
     VerificationError,
 )
-from .outputs import (
+from ..export import ENCODER_FILE, MERGED_DECODER_FILE, NO_PAST_DECODER_FILE, export_graphs
+from ..export.configs import write_configs
+from ..export.source import TASK_WITH_PAST, load_model, resolve_source, resolve_task
+from ..outputs import (
     INFO_FILE,
     MANIFEST_KEY,
     check_replaceable,
@@ -41,11 +44,8 @@ from .outputs import (
     remove_stale,
     signals_held,
 )
-from .source import TASK_WITH_PAST, resolve_source, resolve_task
 
-ENCODER_FILE = "encoder_model.onnx"
-MERGED_DECODER_FILE = "decoder_model_merged.onnx"
-NO_PAST_DECODER_FILE = "decoder_model.onnx"
+__all__ = ["ConversionResult", "convert", "ENCODER_FILE", "MERGED_DECODER_FILE", "NO_PAST_DECODER_FILE"]
 
 
 @dataclass
@@ -115,102 +115,6 @@ def _check_output(output: Path, source, overwrite: bool) -> None:
         check_replaceable(output)
 
 
-def _copy_file(source, name: str, dest: Path) -> bool:
-    from .tokenizer import find_file
-
-    found = find_file(source.ref, name, **source.hub_kwargs)
-    if found is None:
-        return False
-    shutil.copyfile(found, dest / name)
-    return True
-
-
-def _write_configs(source, model, dest: Path, external: dict[str, bool]) -> None:
-    """config.json as the source has it (transformers 5 rewrites T5's tie/scale fields), plus what Transformers.js needs."""
-    if not _copy_file(source, "config.json", dest):
-        model.config.save_pretrained(dest)
-    path = dest / "config.json"
-    cfg = json.loads(path.read_text())
-    tjs = cfg.get("transformers.js_config", {})
-    if any(external.values()):
-        tjs["use_external_data_format"] = {name: True for name, ext in external.items() if ext}
-    else:
-        tjs.pop("use_external_data_format", None)  # a re-converted export may carry a stale one
-    if tjs:
-        cfg["transformers.js_config"] = tjs
-    else:
-        cfg.pop("transformers.js_config", None)
-    path.write_text(json.dumps(cfg, indent=2) + "\n")
-    if not _copy_file(source, "generation_config.json", dest):
-        from transformers import GenerationConfig
-
-        GenerationConfig.from_model_config(model.config).save_pretrained(dest)
-
-
-def _load_model(source, trust_remote_code: bool):
-    import torch
-    from transformers import AutoModelForSeq2SeqLM
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        model, info = AutoModelForSeq2SeqLM.from_pretrained(
-            source.ref,
-            attn_implementation="eager",  # sdpa breaks both exporters on transformers 5
-            dtype=torch.float32,
-            trust_remote_code=trust_remote_code,
-            output_loading_info=True,
-            **source.hub_kwargs,
-        )
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise SourceNotFoundError(f"cannot load the weights of {source.ref}: {first_line}") from None
-    tied = {k for k in getattr(model, "_tied_weights_keys", None) or {}}
-    missing = [k for k in info.get("missing_keys", []) if k not in tied]
-    if missing:
-        shown = ", ".join(sorted(missing)[:4]) + (" ..." if len(missing) > 4 else "")
-        raise UnsupportedModelError(
-            f"{source.ref} lacks {len(missing)} weights of a {source.model_type} encoder-decoder ({shown}); "
-            "an encoder-only checkpoint (e.g. T5EncoderModel) cannot be exported for generation"
-        )
-    return model.eval()
-
-
-def _export_graphs(model, layout, onnx_dir: Path, work: Path, with_past: bool, opset: int, stages) -> dict[str, bool]:
-    import onnx
-
-    from .export import export_decoder, export_encoder
-    from .merge import merge_decoders
-    from .onnx_io import save_model
-
-    external = {}
-    stages.start("exporting encoder")
-    export_encoder(model, work / "encoder.onnx", opset)
-    external[ENCODER_FILE] = save_model(onnx.load(str(work / "encoder.onnx")), onnx_dir / ENCODER_FILE)
-    stages.done()
-
-    stages.start("exporting decoder")
-    export_decoder(model, layout, work / "decoder.onnx", with_past=False, opset=opset)
-    stages.done()
-    if not with_past:
-        external[NO_PAST_DECODER_FILE] = save_model(onnx.load(str(work / "decoder.onnx")), onnx_dir / NO_PAST_DECODER_FILE)
-        return external
-
-    stages.start("exporting decoder with past")
-    export_decoder(model, layout, work / "decoder_with_past.onnx", with_past=True, opset=opset)
-    stages.done()
-
-    stages.start("merging decoders")
-    merged = merge_decoders(onnx.load(str(work / "decoder.onnx")), onnx.load(str(work / "decoder_with_past.onnx")))
-    external[MERGED_DECODER_FILE] = save_model(merged, onnx_dir / MERGED_DECODER_FILE)
-    del merged
-    # Structure check from the file: in memory, onnx cannot check a model over 2 GB.
-    onnx.checker.check_model(str(onnx_dir / MERGED_DECODER_FILE))
-    stages.done()
-    return external
-
-
 def _make_parents(folder: Path) -> list[Path]:
     """Create `folder` and its missing parents; return those created, deepest first."""
     created = []
@@ -244,7 +148,7 @@ def convert(
     beside the fp32 files. Raises Seq2SeqOnnxError subclasses with a user-readable message;
     VerificationError carries the report. On any failure `output` is left as it was.
     """
-    from .export import DEFAULT_OPSET, check_opset
+    from ..export.graphs import DEFAULT_OPSET, check_opset
 
     started = time.perf_counter()
     opset = opset or DEFAULT_OPSET
@@ -258,7 +162,7 @@ def convert(
         _check_output(output, src, overwrite)
     except OutputExistsError as err:
         raise OutputExistsError("; ".join([str(err), *cleaned])) from None
-    from .tokenizer import require_vocabulary
+    from ..export.tokenizer import require_vocabulary
 
     require_vocabulary(src.ref, **src.hub_kwargs)
     result = ConversionResult(
@@ -270,7 +174,7 @@ def convert(
     )
 
     if quantize:
-        from .quantize import MODES
+        from ..quantize import MODES
 
         unknown = [m for m in quantize if m not in MODES]
         if unknown:
@@ -286,22 +190,25 @@ def convert(
 def _convert_into(result, src, output, *, opset, with_past, validate, trust_remote_code, max_new_tokens, quantize,
                   transformersjs, progress) -> None:
     """The conversion proper, in a partial folder moved to `output` at the end (SIGTERM acts as Ctrl-C here)."""
-    from .inspect import regular_token_count, tokenizer_problems
-    from .tokenizer import write_tokenizer_files
-    from .verify import DEFAULT_MAX_NEW_TOKENS, verify_export
+    from ..export.tokenizer import write_tokenizer_files
+    from ..inspect import regular_token_count, tokenizer_problems
+    from ..verify import DEFAULT_MAX_NEW_TOKENS, verify_export
 
     source = result.source
     stage_names = ["writing tokenizer", "loading model", "exporting encoder", "exporting decoder"]
     stage_names += ["exporting decoder with past", "merging decoders"] if with_past else []
     stage_names += ["writing configs"] + (["verifying against PyTorch"] if validate else [])
     stage_names += ["quantizing"] if quantize else []
-    try:
-        created_parents = _make_parents(output.parent)
-        tmp = partial_folder(output)
-    except OSError as err:
-        raise OutputExistsError(f"cannot write the export to {output}: {err.strerror or err}") from None
     stages = _Stages(stage_names, enabled=progress)
+    created_parents, tmp = [], None
     try:
+        # Made with signals held: a Ctrl-C lands before the folder exists or once `tmp` names it for cleanup.
+        with signals_held():
+            try:
+                created_parents = _make_parents(output.parent)
+                tmp = partial_folder(output)
+            except OSError as err:
+                raise OutputExistsError(f"cannot write the export to {output}: {err.strerror or err}") from None
         # The tokenizer first: a checkpoint without a usable one fails before minutes of export.
         stages.start("writing tokenizer")
         result.notes += write_tokenizer_files(
@@ -318,17 +225,17 @@ def _convert_into(result, src, output, *, opset, with_past, validate, trust_remo
         stages.done()
 
         stages.start("loading model")
-        model = _load_model(src, trust_remote_code)
+        model = load_model(src, trust_remote_code)
         layout = src.family.cache_layout(model.config)
         stages.done()
 
         onnx_dir = tmp / "onnx"
         onnx_dir.mkdir()
         with tempfile.TemporaryDirectory(prefix="seq2seq-onnx-work-") as work:
-            external = _export_graphs(model, layout, onnx_dir, Path(work), with_past, opset, stages)
+            external = export_graphs(model, layout, onnx_dir, Path(work), with_past, opset, stages)
 
         stages.start("writing configs")
-        _write_configs(src, model, tmp, external)
+        write_configs(src, model, tmp, external)
         stages.done()
 
         decoder_file = MERGED_DECODER_FILE if with_past else NO_PAST_DECODER_FILE
@@ -345,9 +252,9 @@ def _convert_into(result, src, output, *, opset, with_past, validate, trust_remo
                 )
             if not report.strength.strong:
                 result.notes.append("verification INCONCLUSIVE: " + report.strength.weakness())
-            from .verify import transformersjs_available, transformersjs_check
+            from ..verify import transformersjs_available, transformersjs_check
 
-            from .families import transformersjs_supports
+            from ..export.families import transformersjs_supports
 
             if with_past and not transformersjs_supports(src.model_type):
                 result.notes.append(
@@ -374,7 +281,7 @@ def _convert_into(result, src, output, *, opset, with_past, validate, trust_remo
         if quantize and not with_past:
             result.notes.append("--quantize ignored with --no-past: Transformers.js cannot load that layout anyway")
         elif quantize:
-            from .quantize import quantize_folder
+            from ..quantize import quantize_folder
 
             stages.start("quantizing")
             result.quantization = quantize_folder(tmp, quantize)
@@ -403,7 +310,7 @@ def _convert_into(result, src, output, *, opset, with_past, validate, trust_remo
     finally:
         stages.close()
         with signals_held(reraise=False):  # a second Ctrl-C must not leave half the cleanup undone
-            if tmp.exists():
+            if tmp is not None and tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
             if not output.exists():
                 for parent in created_parents:  # leave no empty models/org/ behind
@@ -423,9 +330,3 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
-
-
-if __name__ == "__main__":
-    from .cli import legacy_main
-
-    sys.exit(legacy_main())

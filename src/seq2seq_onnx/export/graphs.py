@@ -1,4 +1,4 @@
-"""Export stage: PyTorch encoder and decoders to ONNX with torch.onnx (TorchScript exporter).
+"""Graphs from PyTorch: the encoder and both decoders through torch.onnx (TorchScript exporter).
 
 We export three graphs: the encoder, the decoder without past (first step: it computes the
 cross-attention cache from the encoder output) and the decoder with past (later steps: it
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
-from .errors import ExportError, Seq2SeqOnnxError
+from ..errors import ExportError, Seq2SeqOnnxError
 from .families import CacheLayout
 
 DEFAULT_OPSET = 17

@@ -122,7 +122,7 @@ class _LocalFiles:
             self.fixed[f"/lib/{name}"] = modules / "onnxruntime-web" / "dist" / name
         self.folder = folder.resolve()
         # the dtypes Transformers.js can load from this folder (both graphs present), for the page
-        from .runtime import DTYPE_SUFFIXES
+        from ..runtime.sessions import DTYPE_SUFFIXES
 
         onnx_dir = self.folder / "onnx"
         dtypes = [d for d, sfx in DTYPE_SUFFIXES.items()

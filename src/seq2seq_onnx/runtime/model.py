@@ -1,13 +1,9 @@
 """Run an exported folder on ONNX Runtime: no torch, no transformers modeling code.
 
 `Seq2SeqOnnxModel.from_pretrained(folder, dtype=...)` loads the encoder and decoder files of the
-requested dtype (Transformers.js file suffixes), the tokenizer (`tokenizer.json`) and
-`generation_config.json`. The decoder may come in any of the layouts found in the wild:
-
-- merged (`decoder_model_merged*.onnx`, ours and Optimum's): one graph, `use_cache_branch`;
-- split (`decoder_model.onnx` + `decoder_with_past_model.onnx`, older Optimum exports);
-- without cache (`decoder_model.onnx` only): fed the whole prefix every step. Correct, slower,
-  and never the last-token-only mistake that makes Transformers.js repeat tokens.
+requested dtype (Transformers.js file suffixes, see `sessions.py`), the tokenizer
+(`tokenizer.json`) and `generation_config.json`; `generate` drives a decoding strategy
+(`decoding.py`) over a `DecodingState`; `pipeline()` is transformers' text2text interface.
 """
 
 from __future__ import annotations
@@ -19,40 +15,12 @@ from typing import Iterator
 
 import numpy as np
 
-from .generation import GenerationOptions, GreedyOrSampling, decoder_for
-
-DTYPE_SUFFIXES = {
-    "fp32": "",
-    "fp16": "_fp16",
-    "int8": "_int8",
-    "uint8": "_uint8",
-    "q8": "_quantized",
-    "q4": "_q4",
-    "q4f16": "_q4f16",
-    "bnb4": "_bnb4",
-}
-_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+from .decoding import GreedyOrSampling, decoder_for
+from .options import GenerationOptions
+from .sessions import DTYPE_SUFFIXES, DecoderRunner, ModelFolderError, DecodingState, open_session
+from .text import stable_prefix_length, clean_up_tokenization, cleans_up_spaces
 
 
-class ModelFolderError(ValueError):
-    """The folder lacks the files a dtype or layout needs."""
-
-
-def _session(path: Path, threads: int | None, providers):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    try:
-        return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelFolderError(f"ONNX Runtime cannot load {path.name}: {first}") from None
-
-
-# generation_config.json keys we honour, and those we know but do not implement (warned about).
 _CONFIG_KEYS = (
     "max_new_tokens", "max_length", "min_new_tokens", "min_length", "num_beams", "length_penalty",
     "early_stopping", "num_return_sequences", "do_sample", "temperature", "top_k", "top_p",
@@ -97,172 +65,6 @@ def options_from_folder(folder: Path) -> GenerationOptions:
     )
     options.validate()
     return options
-
-
-def clean_up_tokenization(text: str) -> str:
-    """Remove the space before punctuation and English contractions, as transformers does.
-
-    Ported as is from transformers 5's `PreTrainedTokenizerBase.clean_up_tokenization`
-    (transformers/tokenization_utils_base.py), which `decode` applies when the tokenizer's
-    `clean_up_tokenization_spaces` is true. Plain `str.replace` calls, in this order.
-    """
-    return (
-        text.replace(" .", ".")
-        .replace(" ?", "?")
-        .replace(" !", "!")
-        .replace(" ,", ",")
-        .replace(" ' ", "'")
-        .replace(" n't", "n't")
-        .replace(" 'm", "'m")
-        .replace(" 's", "'s")
-        .replace(" 've", "'ve")
-        .replace(" 're", "'re")
-    )
-
-
-def _stable_cut(text: str) -> int:
-    """The length of the longest prefix of `text` whose clean-up no later text can change.
-
-    `clean_up_tokenization(a + b) == clean_up_tokenization(a) + clean_up_tokenization(b)` when `b`
-    starts with a space and `a` ends with a character other than a space, an apostrophe or an "n".
-    Every pattern starts with a space, so a replacement can only straddle such a cut by continuing
-    from the end of `a` into `b` as cleaned so far: `a` ending in "'" with `b` = " ...", completing
-    " ' "; `a` ending in "n" with `b` = " ' t..." (already "'t...") completing " n't"; `a` ending in a
-    space with `b` = " ' s..." (already "'s...") completing " 's".
-    """
-    for i in range(len(text) - 1, 0, -1):
-        if text[i] == " " and text[i - 1] not in " 'n":
-            return i
-    return 0
-
-
-def cleans_up_spaces(folder: Path, tokenizer) -> bool:
-    """Whether transformers' `AutoTokenizer.from_pretrained(folder).decode` would clean up spaces.
-
-    transformers 5 reads `clean_up_tokenization_spaces` from tokenizer_config.json, False when
-    absent (`PreTrainedTokenizerBase.__init__`, tokenization_utils_base.py), and skips the clean-up
-    for BPE models unless `clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output`
-    is set (`TokenizersBackend._decode`, tokenization_utils_tokenizers.py).
-    """
-    path = folder / "tokenizer_config.json"
-    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    if not isinstance(config, dict) or not config.get("clean_up_tokenization_spaces", False):
-        return False
-    if type(tokenizer.model).__name__ == "BPE":
-        return bool(config.get("clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output", False))
-    return True
-
-
-class DecoderRunner:
-    """One decoder step over whichever decoder layout the folder has; keeps the cache between steps."""
-
-    def __init__(self, onnx_dir: Path, suffix: str, threads, providers):
-        merged = onnx_dir / f"decoder_model_merged{suffix}.onnx"
-        plain = onnx_dir / f"decoder_model{suffix}.onnx"
-        with_past = onnx_dir / f"decoder_with_past_model{suffix}.onnx"
-        if merged.exists():
-            self.first = self.later = _session(merged, threads, providers)
-            self.layout = "merged"
-        elif plain.exists() and with_past.exists():
-            self.first = _session(plain, threads, providers)
-            self.later = _session(with_past, threads, providers)
-            self.layout = "split"
-        elif plain.exists():
-            self.first = self.later = _session(plain, threads, providers)
-            self.layout = "no-cache"
-        else:
-            raise ModelFolderError(f"no decoder_model_merged{suffix}.onnx or decoder_model{suffix}.onnx in {onnx_dir}")
-        # Cache inputs are those of the graph that runs the later steps (the with-past one when split).
-        self.inputs = {i.name: i for i in self.later.get_inputs()}
-        self.past_names = [n for n in self.inputs if n.startswith("past_key_values.")]
-        if self.layout == "merged" and not self.past_names:
-            self.layout = "no-cache"  # a no-past decoder renamed to the merged name
-        if self.layout == "no-cache":
-            warnings.warn(
-                f"{onnx_dir} has a decoder without key/value cache: generation feeds the whole prefix "
-                "every step (correct but slower). Re-export with `seq2seq-onnx convert` for a cached decoder.",
-                stacklevel=3,
-            )
-        self.output_names = [o.name for o in self.first.get_outputs()]
-        self.later_output_names = [o.name for o in self.later.get_outputs()]
-        self.first_inputs = {i.name for i in self.first.get_inputs()}
-        self.later_inputs = set(self.inputs)
-
-    def empty_cache(self, batch: int, encoder_states: np.ndarray) -> dict[str, np.ndarray]:
-        cache = {}
-        for name in self.past_names:
-            meta = self.inputs[name]
-            shape = [d if isinstance(d, int) else 0 for d in meta.shape]
-            shape[0] = batch
-            cache[name] = np.zeros(shape, dtype=_NUMPY_TYPES.get(meta.type, np.float32))
-        return cache
-
-    def step(self, tokens: np.ndarray, step: int, encoder_states, encoder_mask, cache: dict) -> np.ndarray:
-        """Logits for the last position; `tokens` is the whole sequence so far. Updates `cache` in place.
-
-        The cache stays in ONNX Runtime values (IO binding): a step's `present.*` outputs are
-        bound as the next step's `past_key_values.*` inputs without a numpy round trip.
-        """
-        use_cache = self.layout != "no-cache" and step > 0
-        session, names = (self.later, self.later_output_names) if use_cache else (self.first, self.output_names)
-        wanted = self.later_inputs if use_cache else self.first_inputs
-        binding = session.io_binding()
-        feed = {
-            "input_ids": np.ascontiguousarray(tokens[:, -1:] if use_cache else tokens),
-            "encoder_attention_mask": encoder_mask,
-            "encoder_hidden_states": encoder_states,
-        }
-        if "use_cache_branch" in wanted:
-            feed["use_cache_branch"] = np.array([use_cache])
-        for name, value in feed.items():
-            if name in wanted:
-                binding.bind_cpu_input(name, value)
-        if self.layout != "no-cache":
-            for name, value in cache.items():
-                if name in wanted:
-                    if isinstance(value, np.ndarray):
-                        binding.bind_cpu_input(name, value)
-                    else:
-                        binding.bind_ortvalue_input(name, value)
-        for name in names:
-            binding.bind_output(name, "cpu")
-        session.run_with_iobinding(binding)
-        outputs = dict(zip(names, binding.get_outputs()))
-        for name in self.past_names:
-            present = "present." + name[len("past_key_values.") :]
-            # The cross-attention cache is computed once, at step 0; later steps keep it.
-            if present in outputs and (".decoder." in name or step == 0):
-                cache[name] = outputs[present]
-        return outputs["logits"].numpy()[:, -1, :]
-
-
-def _numpy(value) -> np.ndarray:
-    return value if isinstance(value, np.ndarray) else value.numpy()
-
-
-class _DecodingState:
-    """The per-call state of one generation: encoder output, mask and cache of the rows still running."""
-
-    def __init__(self, runner: DecoderRunner, states: np.ndarray, mask: np.ndarray):
-        self.runner = runner
-        self.states = states
-        self.mask = mask
-        self.cache = runner.empty_cache(states.shape[0], states)
-
-    def logits(self, tokens: np.ndarray, step: int) -> np.ndarray:
-        return self.runner.step(tokens, step, self.states, self.mask, self.cache)
-
-    def select(self, rows: np.ndarray) -> None:
-        self.states, self.mask = self.states[rows], self.mask[rows]
-        self.cache = {k: _numpy(v)[rows] for k, v in self.cache.items()}
-
-    def reorder_beams(self, rows: np.ndarray) -> None:
-        # Beams of one input share its cross-attention cache; only the self-attention cache moves.
-        if np.array_equal(rows, np.arange(len(rows))):
-            return  # every beam continues itself: nothing to move
-        for name, value in self.cache.items():
-            if ".decoder." in name:
-                self.cache[name] = _numpy(value)[rows]
 
 
 class Seq2SeqOnnxModel:
@@ -313,7 +115,7 @@ class Seq2SeqOnnxModel:
         return cls(
             folder,
             dtype,
-            _session(encoder_path, threads, providers),
+            open_session(encoder_path, threads, providers),
             DecoderRunner(onnx_dir, suffix, threads, providers),
             tokenizer,
             options,
@@ -333,7 +135,7 @@ class Seq2SeqOnnxModel:
             mask[i, : len(e.ids)] = 1
         return ids, mask
 
-    def _start(self, input_ids, attention_mask, copies: int) -> tuple[_DecodingState, int]:
+    def _start(self, input_ids, attention_mask, copies: int) -> tuple[DecodingState, int]:
         input_ids = np.asarray(input_ids, dtype=np.int64)
         if input_ids.ndim == 1:
             input_ids = input_ids[None, :]
@@ -345,7 +147,7 @@ class Seq2SeqOnnxModel:
         (states,) = self.encoder.run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": mask})
         if copies > 1:  # encoder once per input, its output shared by the beams / samples
             states, mask = np.repeat(states, copies, axis=0), np.repeat(mask, copies, axis=0)
-        return _DecodingState(self.decoder, states, mask), input_ids.shape[0]
+        return DecodingState(self.decoder, states, mask), input_ids.shape[0]
 
     def generate(self, input_ids, attention_mask=None, return_dict: bool = False, **options):
         """Generate ids shaped like transformers' generate: [batch * num_return_sequences, 1 + new tokens].
@@ -400,7 +202,7 @@ class Seq2SeqOnnxModel:
             if clean_up:
                 # and text whose clean-up the next tokens may change (" ." -> "."): the pieces
                 # must add up to the final text, and a yielded space cannot be taken back
-                stable = clean_up_tokenization(stable[: _stable_cut(stable)])
+                stable = clean_up_tokenization(stable[: stable_prefix_length(stable)])
             if len(stable) > len(shown) and stable.startswith(shown):
                 yield stable[len(shown) :]
                 shown = stable

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import NoTokenizerError, TokenizerMismatchError
+from ..errors import NoTokenizerError, TokenizerMismatchError
 
 PROBE_TEXTS = (
     "translate English to German: The house is wonderful.",
