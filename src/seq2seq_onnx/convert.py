@@ -295,13 +295,16 @@ def _convert_into(result, src, output, *, opset, with_past, validate, trust_remo
     stage_names += ["exporting decoder with past", "merging decoders"] if with_past else []
     stage_names += ["writing configs"] + (["verifying against PyTorch"] if validate else [])
     stage_names += ["quantizing"] if quantize else []
-    try:
-        created_parents = _make_parents(output.parent)
-        tmp = partial_folder(output)
-    except OSError as err:
-        raise OutputExistsError(f"cannot write the export to {output}: {err.strerror or err}") from None
     stages = _Stages(stage_names, enabled=progress)
+    created_parents, tmp = [], None
     try:
+        # Made with signals held: a Ctrl-C lands before the folder exists or once `tmp` names it for cleanup.
+        with signals_held():
+            try:
+                created_parents = _make_parents(output.parent)
+                tmp = partial_folder(output)
+            except OSError as err:
+                raise OutputExistsError(f"cannot write the export to {output}: {err.strerror or err}") from None
         # The tokenizer first: a checkpoint without a usable one fails before minutes of export.
         stages.start("writing tokenizer")
         result.notes += write_tokenizer_files(
@@ -403,7 +406,7 @@ def _convert_into(result, src, output, *, opset, with_past, validate, trust_remo
     finally:
         stages.close()
         with signals_held(reraise=False):  # a second Ctrl-C must not leave half the cleanup undone
-            if tmp.exists():
+            if tmp is not None and tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
             if not output.exists():
                 for parent in created_parents:  # leave no empty models/org/ behind
