@@ -84,9 +84,16 @@ def test_every_dtype_of_our_export_is_healthy(every_dtype, capsys):
         assert branch["then_reads"] and not branch["else_reads"], dtype
 
 
-def test_the_repeated_token_bug_is_named(make_model, tmp_path, capsys):
-    folder = tmp_path / "bug"
-    convert(str(make_model()), folder, no_past=True, progress=False)
+@pytest.fixture(scope="module")
+def no_past_export(make_model, tmp_path_factory):
+    """`convert --no-past` of the same checkpoint as `converted`: onnx/decoder_model.onnx, no merged decoder."""
+    out = tmp_path_factory.mktemp("no-past") / "out"
+    convert(str(make_model()), out, no_past=True, progress=False)
+    return out
+
+
+def test_the_repeated_token_bug_is_named(no_past_export, tmp_path, capsys):
+    folder = copy_of(no_past_export, tmp_path, "bug")
     code, out, _ = run(capsys, folder)
     assert code == 1 and "ModelFileNotFoundError" in out  # as exported, Transformers.js refuses it
     shutil.copy(folder / "onnx" / "decoder_model.onnx", folder / "onnx" / "decoder_model_merged.onnx")
@@ -109,6 +116,14 @@ def test_cache_shape_against_config(converted, tmp_path, capsys):
 def test_not_an_export(tmp_path, capsys):
     code, out, _ = run(capsys, tmp_path)
     assert code == 2 and "not an export folder" in out
+
+
+def test_missing_path_and_file_are_named_for_what_they_are(converted, tmp_path, capsys):
+    missing = tmp_path / "no-such-export"
+    code, out, _ = run(capsys, missing)
+    assert code == 2 and f"{missing} does not exist" in out and "not a folder" not in out
+    code, out, _ = run(capsys, converted / "config.json")
+    assert code == 2 and f"{converted / 'config.json'} is a file, not a folder" in out
 
 
 def test_truncated_file_is_named_not_a_traceback(converted, tmp_path, capsys):
@@ -333,6 +348,167 @@ def test_branch_reads_the_wrong_cache(converted, tmp_path, how, cause):
     rewire_branches(folder / "onnx" / "decoder_model_merged.onnx", how)
     (line,) = problems(folder)
     assert cause in line
+
+
+# --- 2b. a merged decoder must read what it declares ---
+
+
+def _decoder_steps(folder, steps=2):
+    """Logits of the merged decoder's first `steps` steps, fed as Transformers.js feeds them: step 1
+    with empty caches and use_cache_branch=false, then the last token only with the cache it returned."""
+    onnx_dir = folder / "onnx"
+    ids = np.array([[5, 17, 42, 9, 1]], dtype=np.int64)
+    mask = np.ones_like(ids)
+    encoder = ort.InferenceSession(str(onnx_dir / "encoder_model.onnx"))
+    (states,) = encoder.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})
+    decoder = ort.InferenceSession(str(onnx_dir / "decoder_model_merged.onnx"))
+    past = {}
+    for meta in decoder.get_inputs():
+        if meta.name.startswith("past_key_values."):
+            past[meta.name] = np.zeros([1] + [d if isinstance(d, int) else 0 for d in meta.shape[1:]], np.float32)
+    outputs = [o.name for o in decoder.get_outputs()]
+    token, found = 0, []
+    for step in range(steps):
+        feed = {"input_ids": np.array([[token]], np.int64), "encoder_attention_mask": mask,
+                "encoder_hidden_states": states, "use_cache_branch": np.array([step > 0]), **past}
+        values = dict(zip(outputs, decoder.run(outputs, feed)))
+        found.append(values["logits"][0, -1])
+        token = int(values["logits"][0, -1].argmax())
+        for name in past:
+            if step == 0 or ".decoder." in name:  # the cross-attention cache is kept from step 1
+                past[name] = values[name.replace("past_key_values.", "present.")]
+    return found
+
+
+def with_past_only(folder):
+    """Replace the merged decoder's If by its then_branch: a decoder with past only, use_cache_branch unread."""
+    path = folder / "onnx" / "decoder_model_merged.onnx"
+    model = onnx.load(str(path))
+    graph = model.graph
+    index, node = next((i, n) for i, n in enumerate(graph.node) if n.op_type == "If")
+    then_branch = next(a.g for a in node.attribute if a.name == "then_branch")
+    nodes = [*graph.node[:index], *then_branch.node,
+             *(helper.make_node("Identity", [b.name], [o]) for b, o in zip(then_branch.output, node.output)),
+             *graph.node[index + 1:]]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(then_branch.initializer)
+    onnx.save(model, str(path))
+
+
+def test_cache_inputs_declared_but_never_read(converted, no_past_export, tmp_path, capsys):
+    """A --no-past decoder given the merged decoder's cache inputs and use_cache_branch, none of them used:
+    the names are right, it loads, and it goes wrong from the second token."""
+    folder = copy_of(no_past_export, tmp_path, "unused-cache")
+    merged = onnx.load(str(converted / "onnx" / "decoder_model_merged.onnx"), load_external_data=False)
+    model = onnx.load(str(folder / "onnx" / "decoder_model.onnx"))
+    model.graph.input.extend(i for i in merged.graph.input
+                             if i.name.startswith("past_key_values.") or i.name == "use_cache_branch")
+    onnx.save(model, str(folder / "onnx" / "decoder_model_merged.onnx"))
+    (folder / "onnx" / "decoder_model.onnx").unlink()
+    # the fault is real: step 1 agrees with the healthy export, step 2 (last token only) does not
+    good, bad = _decoder_steps(converted), _decoder_steps(folder)
+    np.testing.assert_allclose(bad[0], good[0], atol=1e-4)
+    assert np.abs(bad[1] - good[1]).max() > 1e-2
+
+    code, out, _ = run(capsys, folder)
+    assert code == 1
+    cache, branch = problems(folder)
+    assert cache.startswith("decoder_model_merged.onnx declares 4 self-attention cache inputs "
+                            "(past_key_values.*.decoder.*) but never reads them")
+    assert "goes wrong from the second token" in cache
+    assert branch.startswith("decoder_model_merged.onnx declares use_cache_branch but never reads it")
+    assert cache in out and branch in out
+    graph = inspect_folder(folder).graphs["decoder_model_merged.onnx"]
+    assert "use_cache_branch" in graph.inputs_not_read and "past_key_values.0.decoder.key" in graph.inputs_not_read
+
+
+def test_some_cache_inputs_never_read(converted, tmp_path):
+    """One layer reads zeros shaped like its key instead of its cached value: that input is declared, fed, unused."""
+    folder = copy_of(converted, tmp_path, "one-layer")
+    path = folder / "onnx" / "decoder_model_merged.onnx"
+    model = onnx.load(str(path))
+    victim = "past_key_values.1.decoder.value"
+    then_branch = next(a.g for a in next(n for n in model.graph.node if n.op_type == "If").attribute
+                       if a.name == "then_branch")
+    readers = [n for n in then_branch.node if victim in n.input]
+    assert readers
+    for node in readers:
+        node.input[:] = ["zeros_for_value" if n == victim else n for n in node.input]
+    then_branch.node.insert(0, helper.make_node("Mul", ["past_key_values.1.decoder.key", "zero"], ["zeros_for_value"]))
+    then_branch.node.insert(0, helper.make_node("Constant", [], ["zero"],
+                                                value=helper.make_tensor("z", TensorProto.FLOAT, [], [0.0])))
+    onnx.save(model, str(path))
+    good, bad = _decoder_steps(converted), _decoder_steps(folder)  # the fault is real, from step 2
+    np.testing.assert_allclose(bad[0], good[0], atol=1e-4)
+    assert np.abs(bad[1] - good[1]).max() > 1e-2
+    (line,) = problems(folder)
+    assert line.startswith("decoder_model_merged.onnx never reads past_key_values.1.decoder.value of its 4 "
+                           "self-attention cache inputs")
+
+
+def test_with_past_decoder_that_ignores_use_cache_branch(converted, tmp_path, capsys):
+    """A decoder with past alone under the merged name, use_cache_branch declared and unread."""
+    folder = copy_of(converted, tmp_path, "with-past-only")
+    with_past_only(folder)
+    with pytest.raises(Exception, match="broadcast"):  # the fault is real: step 1 reads the empty cross-attention cache
+        first_decoder_step(folder)
+    code, out, _ = run(capsys, folder)
+    assert code == 1
+    (line,) = problems(folder)
+    assert line.startswith("decoder_model_merged.onnx declares use_cache_branch but never reads it") and line in out
+
+
+def test_our_merged_decoders_read_every_input(every_dtype):
+    report = inspect_folder(every_dtype)
+    for name, graph in report.graphs.items():
+        assert graph.inputs_not_read == [], name
+
+
+# --- 2c. config.json's model_type ---
+
+
+def test_model_type_of_a_family_we_do_not_know(converted, tmp_path, capsys):
+    """bart may be a valid export we cannot check: a warning, not a problem."""
+    folder = copy_of(converted, tmp_path, "bart")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "bart"}))
+    code, out, _ = run(capsys, folder)
+    assert code == 0
+    report = inspect_folder(folder)
+    assert report.problems == [] and not report.transformersjs_unsupported_model_type
+    (warning,) = report.warnings
+    assert warning.startswith("the cache layout (layers, heads, head size) of decoder_model_merged.onnx could not be "
+                              "checked against config.json for model_type 'bart'")
+    assert f"warning: {warning}" in out
+
+    del config["model_type"]
+    (folder / "config.json").write_text(json.dumps(config))
+    (warning,) = inspect_folder(folder).warnings
+    assert "config.json (it has no model_type" in warning
+
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "t5", "num_heads": None}))
+    report = inspect_folder(folder)
+    assert report.problems == [] and "it lacks the t5 fields" in report.warnings[0]
+
+
+def test_unsupported_model_type_is_told_apart_without_reading_the_text(converted, tmp_path, capsys):
+    folder = copy_of(converted, tmp_path, "umt5")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "umt5"}))
+    report = inspect_folder(folder)
+    assert report.exit_code == 1 and len(report.problems) == 1
+    assert report.transformersjs_unsupported_model_type and report.model_type == "umt5"
+    assert report.problems_besides_model_type() == []
+    restamp(folder / "onnx" / "encoder_model.onnx", ir_version=14)
+    report = inspect_folder(folder)
+    (other,) = report.problems_besides_model_type()
+    assert other.startswith("encoder_model.onnx has IR version 14") and len(report.problems) == 2
+    code, out, _ = run(capsys, folder, "--json")
+    assert json.loads(out)["transformersjs_unsupported_model_type"] is True
+
+    report = inspect_folder(converted)
+    assert not report.transformersjs_unsupported_model_type and report.model_type == "t5"
 
 
 # --- 3. external data announced in config.json ---

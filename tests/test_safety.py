@@ -212,7 +212,8 @@ def test_interrupts_leave_no_partial_folder_and_the_previous_export_intact(make_
         interrupted.append(stage)
         assert debris(tmp_path) == [], stage
         assert snapshot(out) == before, stage
-        assert list(scratch.iterdir()) == [], stage  # no scratch folder left in $TMPDIR either
+        # no scratch folder of ours left in $TMPDIR either (torch keeps its own caches there)
+        assert [p.name for p in scratch.iterdir() if "seq2seq" in p.name] == [], stage
     assert len(interrupted) >= 2, f"only interrupted at {interrupted}"
 
 
@@ -244,3 +245,124 @@ def test_generate_output_file_is_never_clobbered_or_left_half_written(converted,
     monkeypatch.setattr(Seq2SeqOnnxModel, "generate_text", real)
     assert main([*args, "--overwrite"]) == 0
     assert len(out.read_text().splitlines()) == 3 and debris(tmp_path) == []
+
+
+# -- races and look-alikes ------------------------------------------------------------------------
+
+
+def test_a_folder_that_appears_while_converting_is_never_replaced(capsys, make_model, previous_export, tmp_path, monkeypatch):
+    import seq2seq_onnx.convert as conv
+
+    real = conv.write_configs
+    out = tmp_path / "out"
+
+    def user_makes_the_folder(*args, **kwargs):
+        out.mkdir(exist_ok=True)
+        (out / "important.txt").write_text("my thesis")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(conv, "write_configs", user_makes_the_folder)
+    code, _, err = run(capsys, make_model(), "-o", out)
+    assert code == 2 and "appeared while converting" in err
+    assert (out / "important.txt").read_text() == "my thesis" and debris(tmp_path) == []
+
+    # with --overwrite over an earlier export, a file added meanwhile is not deleted either
+    shutil_out = copy_of(previous_export, tmp_path / "prev")
+    before = snapshot(shutil_out)
+
+    def user_adds_a_file(*args, **kwargs):
+        (shutil_out / "NOTES.md").write_text("notes")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(conv, "write_configs", user_adds_a_file)
+    code, _, err = run(capsys, make_model(), "-o", shutil_out, "--overwrite")
+    assert code == 2 and "NOTES.md" in err and "nothing was replaced" in err
+    assert (shutil_out / "NOTES.md").read_text() == "notes"
+    assert {k: v for k, v in snapshot(shutil_out).items() if k != "NOTES.md"} == before
+    assert debris(tmp_path) == []
+
+
+def test_only_our_own_temporary_names_are_cleaned_up(capsys, make_model, tmp_path):
+    """A user's `.out.partial-keep`, or a partial-looking folder holding a user's file, is never removed."""
+    from seq2seq_onnx.outputs import _host
+
+    users = tmp_path / ".out.partial-keep"
+    users.mkdir()
+    (users / "thesis.txt").write_text("precious")
+    lookalike = tmp_path / f".out.partial-{_host()}-999999999-abcd1234"
+    lookalike.mkdir()
+    (lookalike / "thesis.txt").write_text("precious too")
+    assert run(capsys, make_model(), "-o", tmp_path / "out")[0] == 0
+    assert (users / "thesis.txt").read_text() == "precious"
+    assert (lookalike / "thesis.txt").read_text() == "precious too"
+
+
+def test_stale_partial_folders_of_names_with_glob_characters(capsys, make_model, tmp_path):
+    from seq2seq_onnx.outputs import _host
+
+    dead = tmp_path / f".w [v2].partial-{_host()}-999999999-abcd1234"
+    (dead / "onnx").mkdir(parents=True)
+    assert run(capsys, make_model(), "-o", tmp_path / "w [v2]")[0] == 0
+    assert not dead.exists()
+
+
+def test_empty_output_path_and_empty_user_folders(capsys, make_model, previous_export, tmp_path):
+    code, _, err = run(capsys, make_model(), "-o", "")
+    assert code == 2 and "output folder is empty" in err
+    out = copy_of(previous_export, tmp_path / "out")
+    (out / "myempty").mkdir()
+    code, _, err = run(capsys, make_model(), "-o", out, "--overwrite")
+    assert code == 2 and "myempty/" in err and (out / "myempty").is_dir()
+
+
+def test_generate_output_races_devices_and_text_arguments(converted, tmp_path, capsys, monkeypatch):
+    import stat
+
+    from seq2seq_onnx.runtime import Seq2SeqOnnxModel
+
+    target = tmp_path / "race.jsonl"
+    real = Seq2SeqOnnxModel.generate_text
+
+    def someone_writes_the_file(self, *a, **k):
+        target.write_text("someone else's\n")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Seq2SeqOnnxModel, "generate_text", someone_writes_the_file)
+    assert main(["generate", str(converted), "Hello", "--output", str(target)]) == 2
+    assert "appeared while generating" in capsys.readouterr().err
+    assert target.read_text() == "someone else's\n" and debris(tmp_path) == []
+    monkeypatch.setattr(Seq2SeqOnnxModel, "generate_text", real)
+
+    # TEXT arguments go to --output too; a device is written to, never replaced by a file
+    out = tmp_path / "answers.jsonl"
+    assert main(["generate", str(converted), "Hello", "Hi there", "--output", str(out)]) == 0
+    assert [json.loads(line)["input"] for line in out.read_text().splitlines()] == ["Hello", "Hi there"]
+    assert main(["generate", str(converted), "Hello", "--output", "/dev/null", "--overwrite"]) == 0
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert main(["generate", str(converted), "Hello", "--output", str(tmp_path / "no" / "a.jsonl")]) == 2
+    assert f"folder {tmp_path / 'no'} does not exist" in capsys.readouterr().err
+
+
+def test_interrupted_quantize_leaves_only_files_known_to_be_ours(previous_export, tmp_path, monkeypatch, capsys):
+    import seq2seq_onnx.quantize as q
+
+    out = copy_of(previous_export, tmp_path / "out")
+    real = q._check_variant
+    calls = []
+
+    def interrupted_at_the_second_dtype(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(q, "_check_variant", interrupted_at_the_second_dtype)
+    with pytest.raises(KeyboardInterrupt):
+        q.quantize_folder(out, ["q8", "int8"])
+    assert (out / "onnx" / "encoder_model_quantized.onnx").is_file()  # q8 was kept before the interrupt
+    assert not list(out.glob(".quantize-*"))
+    monkeypatch.setattr(q, "_check_variant", real)
+    assert all(r.kept for r in q.quantize_folder(out, ["q8", "int8"]))  # its own files, not "foreign"
+    from seq2seq_onnx.outputs import foreign_files
+
+    assert foreign_files(out) == []  # so --overwrite may replace the folder

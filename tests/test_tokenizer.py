@@ -96,3 +96,36 @@ def test_tokenizer_that_cannot_cover_the_vocabulary_is_refused(make_model, tmp_p
     err = capsys.readouterr().err
     assert "no usable tokenizer" in err and "special tokens only" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_tokenizer_with_ids_past_the_vocabulary_is_refused(tmp_path, capsys):
+    """The demo model's spiece.model without its tokenizer_config.json: T5's tokenizer then adds 100 <extra_id_*>
+    tokens, ids up to 209 for a 110-token model, and any of them would crash the export."""
+    from pathlib import Path
+
+    from seq2seq_onnx.cli import main
+
+    demo = Path(__file__).resolve().parents[1] / "demo" / "t5-demo"
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("config.json", "generation_config.json", "model.safetensors", "spiece.model"):
+        shutil.copy(demo / name, src / name)
+    assert main(["convert", str(src), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "past the model's vocabulary (110 tokens)" in err and "tokenizer_config.json" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name,content", [("tokenizer.json", "{}"), ("spiece.model", "not a sentencepiece model")])
+def test_corrupt_tokenizer_files_are_bad_input(make_model, tmp_path, capsys, name, content):
+    from seq2seq_onnx.cli import main
+
+    src = tmp_path / "src"
+    shutil.copytree(make_model(), src)
+    if name == "spiece.model":
+        (src / "tokenizer.json").unlink()
+    (src / name).write_text(content)
+    assert main(["convert", str(src), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read the tokenizer files" in err or "cannot load the tokenizer" in err
+    assert "Traceback" not in err and "Logging error" not in err

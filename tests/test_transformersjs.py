@@ -104,3 +104,91 @@ def test_quantized_variants_checked_in_transformersjs(converted, tmp_path, monke
     assert [r.kept for r in reports] == [True, False]
     assert "Transformers.js cannot run it" in reports[1].reason
     assert not list((folder / "onnx").glob("*_bnb4.onnx"))
+
+
+def test_node_error_names_the_missing_file(converted, tmp_path):
+    """Node prints the throwing source line (`throw new ModelFileNotFoundError(`) before the message: report the message."""
+    from seq2seq_onnx.verify import transformersjs
+
+    folder = tmp_path / "no-merged"
+    shutil.copytree(converted, folder)
+    (folder / "onnx" / "decoder_model_merged.onnx").rename(folder / "onnx" / "decoder_model.onnx")
+    with pytest.raises(RuntimeError) as caught:
+        transformersjs.generate(folder, ["hello"], max_new_tokens=3)
+    message = str(caught.value)
+    assert "ModelFileNotFoundError: " in message and "throw new" not in message
+    assert str(folder / "onnx" / "decoder_model_merged.onnx") in message
+
+
+def test_node_error_message_forms():
+    from seq2seq_onnx.verify.transformersjs import node_error_message
+
+    thrown = ("file:///x/transformers.node.mjs:7554\n          throw new ModelFileNotFoundError(\n                ^\n\n"
+              "ModelFileNotFoundError: file was not found locally at \"/m/onnx/decoder_model_merged.onnx\".\n"
+              "    at loadResourceFile (file:///x/transformers.node.mjs:7554:17) {\n  status: null\n}\n\nNode.js v20.20.2\n")
+    assert node_error_message(thrown).startswith("ModelFileNotFoundError: file was not found locally")
+    coded = "node:internal/x:1\n  throw err;\n  ^\n\nTypeError [ERR_INVALID_ARG_TYPE]: bad path\n    at f (x:1:1)\n"
+    assert node_error_message(coded) == "TypeError [ERR_INVALID_ARG_TYPE]: bad path"
+    playwright = ("node:internal/modules/run_main:123\n    triggerUncaughtException(\n    ^\n\n"
+                  "page.goto: net::ERR_CONNECTION_REFUSED at http://127.0.0.1:9/\nCall log:\n"
+                  "\x1b[2m  - navigating to \"http://127.0.0.1:9/\"\x1b[22m\n\n    at /x/browser.mjs:37:14 {\n"
+                  "  name: 'Error'\n}\n\nNode.js v20.20.2\n")
+    assert node_error_message(playwright) == "page.goto: net::ERR_CONNECTION_REFUSED at http://127.0.0.1:9/"
+    assert node_error_message("something odd\nthe real reason\n\nNode.js v20.20.2\n") == "the real reason"
+    assert node_error_message("") == "no output"
+
+
+def test_stopping_a_node_check_stops_node(converted, tmp_path):
+    """SIGTERM of the Python process during a Node run: Node is stopped before Python exits, not orphaned."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    private = tmp_path / "tmp"
+    private.mkdir()
+    marker = f"TMPDIR={private}".encode()
+
+    def ours():
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and marker in (entry / "environ").read_bytes().split(b"\0") \
+                        and (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+        return found
+
+    code = ("import sys; from seq2seq_onnx.verify.transformersjs import generate; "
+            "generate(sys.argv[1], ['translate English to German: hello'] * 200, max_new_tokens=200)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(converted)], env={**os.environ, "TMPDIR": str(private)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(ours()) < 2:  # Python and Node
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "Node did not start"
+            time.sleep(0.05)
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert ours() == []
+    assert proc.returncode != 0 and "Terminated" in err
+
+
+def test_a_script_that_ignores_sigterm_is_killed():
+    import subprocess
+    import time
+
+    from seq2seq_onnx.verify.transformersjs import _stop
+
+    proc = subprocess.Popen(["bash", "-c", "trap '' TERM; echo ready; sleep 60"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\n"
+    started = time.monotonic()
+    _stop(proc, grace=0.5)
+    assert proc.returncode == -9 and time.monotonic() - started < 10

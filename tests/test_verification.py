@@ -176,3 +176,52 @@ def test_verify_says_what_is_missing(converted, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "cannot verify in transformers.js: Node.js 20+ and npm are needed" in err
     assert "Python ONNX Runtime only" not in err
+
+
+def test_verify_checks_the_exports_config_against_the_reference(converted, tmp_path, capsys):
+    """Python ONNX Runtime never reads config.json; Transformers.js sizes its cache from it."""
+    folder = tmp_path / "wrong-config"
+    shutil.copytree(converted, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(num_decoder_layers=1, num_heads=1)
+    (folder / "config.json").write_text(json.dumps(config))
+    assert main(["verify", str(folder), "--runtime", "python"]) == 1
+    out = capsys.readouterr().out
+    assert "problem: config.json describes a decoder cache" in out and "verification FAILED" in out
+
+
+def test_inconclusive_conversion_exits_3(constant, tmp_path, capsys):
+    src, _, _ = constant
+    assert main(["convert", str(src), "-o", str(tmp_path / "out")]) == 3
+    out = capsys.readouterr().out
+    assert "Verification: INCONCLUSIVE" in out and (tmp_path / "out" / "onnx" / "decoder_model_merged.onnx").is_file()
+
+
+def test_ctrl_c_at_any_moment_is_an_interruption_not_a_traceback(monkeypatch, capsys):
+    import seq2seq_onnx.cli as cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert main(["inspect", "x"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_verify_without_node_still_says_what_transformersjs_will_refuse(converted, tmp_path, capsys, monkeypatch):
+    """IR 14 runs in Python ONNX Runtime 1.32, not in Transformers.js: without Node, verify must not call it PASSED."""
+    import onnx
+
+    import seq2seq_onnx.verify.transformersjs as tjs
+
+    folder = tmp_path / "ir14"
+    shutil.copytree(converted, folder)
+    path = folder / "onnx" / "encoder_model.onnx"
+    model = onnx.load(str(path))
+    model.ir_version = 14
+    onnx.save(model, str(path))
+    monkeypatch.setattr(tjs.shutil, "which", lambda name: None)
+    assert main(["verify", str(folder)]) == 1
+    out = capsys.readouterr().out
+    assert "problem: inspect: encoder_model.onnx has IR version 14" in out and "verification FAILED" in out
+    assert "fp32   python           ok" in out  # the Python side itself is fine

@@ -30,8 +30,10 @@ key/value cache, one graph for the first and later steps), config.json, generati
 and the tokenizer files: what Transformers.js (`@huggingface/transformers`) loads.
 
 exit codes: 0 converted and verified; 1 the export failed or does not match PyTorch (nothing written);
-2 bad input (unknown model, unsupported architecture, output in the way); 130 interrupted (Ctrl-C),
-143 terminated (SIGTERM); an interrupted run leaves the output as it was, and no partial folder.
+2 bad input (unknown model, unsupported architecture, no usable tokenizer, output in the way);
+3 converted, but verification INCONCLUSIVE (the model's outputs ignore earlier tokens, so a lost
+cache could not have shown); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). An interrupted run
+leaves the output as it was, and no partial folder.
 """
 
 
@@ -173,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("folder", help="exported model folder (config.json, tokenizer.json, onnx/)")
     gen.add_argument("texts", nargs="*", metavar="TEXT", help="input text(s), generated as one batch")
     gen.add_argument("--input", help="JSONL file of inputs (instead of TEXT)")
-    gen.add_argument("--output", help="JSONL file for results (default: stdout); written in full or not at all")
+    gen.add_argument("--output", help="JSONL file for the results, {input, output} per line, for TEXT or --input "
+                     "(default: stdout); written in full or not at all")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     gen.add_argument("--batch-size", type=int, default=16, help="inputs per batch with --input (default 16)")
     gen.add_argument("--dtype", default="fp32", help="which ONNX files to load: fp32 (default), fp16, q8, int8, uint8, q4, q4f16, bnb4")
@@ -204,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write quantized variants of an export folder's fp32 files, with Transformers.js file suffixes "
         "(_quantized, _int8, _uint8, _q4, _q4f16, _bnb4, _fp16), and quantize_config.json. Each variant is loaded "
         "and run in ONNX Runtime before it is kept; one that fails is not written, and the summary says why.",
-        epilog="example:\n  seq2seq-onnx quantize models/t5-demo --modes q8 q4 fp16",
+        epilog="example:\n  seq2seq-onnx quantize models/t5-demo --modes q8 q4 fp16\n\n"
+        "A file seq2seq-onnx did not write (a variant from another tool) is never replaced: that dtype is skipped.\n"
+        "exit codes: 0 every dtype written; 1 some dtype not written (the summary says why); 2 bad arguments or folder.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     qz.add_argument("folder", help="export folder with onnx/encoder_model.onnx and onnx/decoder_model_merged.onnx")
@@ -219,9 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Transformers.js under Node (offline). fp32 must give PyTorch's ids exactly; quantized dtypes must run, "
         "and their agreement with PyTorch is reported.",
         epilog="fp32 must match PyTorch's ids and step logits in every runtime, and the text each runtime decodes "
-        "must equal transformers' for the same ids; quantized dtypes must run. When the model's answers do not "
-        "depend on earlier tokens (some token followed by two different ones), extra prompts and longer outputs "
-        "are tried; if even PyTorch's logits ignore history, a lost cache could not show and the verdict is "
+        "must equal transformers' for the same ids; quantized dtypes must run. When no answer shows a token "
+        "followed by two different tokens (so its ids cannot reveal a lost cache), extra prompts and longer outputs "
+        "are tried; if even PyTorch's logits ignore earlier tokens, a lost cache could not show and the verdict is "
         "INCONCLUSIVE.\n\nexit codes: 0 passed; 1 a check failed; 2 bad arguments, no reference, or a runtime "
         "asked for alone that is not installed; 3 inconclusive.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -268,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("folder", help="exported model folder")
     ev.add_argument("--data", required=True, help="JSONL file with input and target fields")
     ev.add_argument("--dtype", default="fp32", help="which ONNX files to evaluate (default fp32)")
-    ev.add_argument("--batch-size", type=int, default=32)
+    ev.add_argument("--batch-size", type=_positive_int, default=32, help="examples per batch (default 32)")
     ev.add_argument("--limit", type=int, default=None, help="only the first N examples")
     ev.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -301,12 +306,13 @@ def _run_generate(args) -> int:
         raise Seq2SeqOnnxError("give either TEXT arguments or --input FILE")
     if args.batch_size < 1:
         raise Seq2SeqOnnxError(f"--batch-size must be at least 1, got {args.batch_size}")
+    target = _check_output_file(args.output, args.overwrite) if args.output else None  # before any work
     options = _decoding_options(args)
     model = Seq2SeqOnnxModel.from_pretrained(args.folder, dtype=args.dtype, threads=args.threads)
     with warnings.catch_warnings():  # (advice about the options is given once, when generating)
         warnings.simplefilter("ignore")
         model.generation_options.updated(**options)  # bad values fail here, before any input is read
-    if args.texts:
+    if args.texts and target is None:
         outputs = model.generate_text(list(args.texts), **options)
         per_input = len(outputs) // len(args.texts)
         for i, text in enumerate(args.texts):
@@ -317,36 +323,60 @@ def _run_generate(args) -> int:
             else:
                 print("\n".join(mine))
         return EXIT_OK
-    return _generate_file(model, args, options)
+    if args.texts:
+        rows, bad = [(i + 1, {"input": text}) for i, text in enumerate(args.texts)], []
+    else:
+        from .evaluate import read_jsonl_lines
+
+        rows, bad = read_jsonl_lines(args.input, required=("input",))
+        for number, reason in bad:
+            print(f"{args.input}:{number}: {reason}; skipped", file=sys.stderr)
+    _generate_rows(model, rows, options, args.batch_size, target, args.overwrite)
+    if bad:
+        print(f"{len(bad)} bad line(s) skipped; {len(rows)} generated", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
-def _generate_file(model, args, options) -> int:
+def _check_output_file(output: str, overwrite: bool):
+    """The --output path, checked before any work: its folder exists, and an existing file is replaced only with --overwrite."""
+    from pathlib import Path
+
+    target = Path(output)
+    if not output.strip():
+        raise Seq2SeqOnnxError("--output is empty; give a file name for the JSONL results")
+    if target.is_dir():
+        raise Seq2SeqOnnxError(f"--output {target} is a folder; give a file name for the JSONL results")
+    if not target.parent.is_dir():
+        raise Seq2SeqOnnxError(f"--output {target}: folder {target.parent} does not exist")
+    if target.exists() and target.is_file() and not overwrite:
+        raise Seq2SeqOnnxError(f"--output {target} already exists; pass --overwrite to replace it")
+    return target
+
+
+def _generate_rows(model, rows, options, batch_size: int, target, overwrite: bool) -> None:
+    """Generate for [(line number, row)] in batches; JSON lines to stdout or to `target`, written in full or not at all.
+
+    A regular file is built as a hidden partial file and published at the end (never over a file
+    that appeared meanwhile, unless --overwrite); a device or pipe (/dev/stdout) is written to directly.
+    """
     from tqdm.auto import tqdm
 
-    from .evaluate import read_jsonl_lines
+    from .outputs import partial_file, publish_file, remove_stale
 
-    rows, bad = read_jsonl_lines(args.input, required=("input",))
-    for number, reason in bad:
-        print(f"{args.input}:{number}: {reason}; skipped", file=sys.stderr)
     partial = None
-    if args.output:
-        from pathlib import Path
-
-        from .outputs import partial_file
-
-        target = Path(args.output)
-        if target.is_dir():
-            raise Seq2SeqOnnxError(f"--output {target} is a folder; give a file name for the JSONL results")
-        if target.exists() and not args.overwrite:
-            raise Seq2SeqOnnxError(f"--output {target} already exists; pass --overwrite to replace it")
-        partial = partial_file(target)  # moved over the output only when every batch is done
-        out = open(partial, "w", encoding="utf-8")
-    else:
+    if target is None:
         out = sys.stdout
+    elif target.exists() and not target.is_file():
+        out = open(target, "w", encoding="utf-8")
+    else:
+        remove_stale(target.resolve())
+        partial = partial_file(target.resolve())
+        out = open(partial, "w", encoding="utf-8")
     try:
-        with tqdm(total=len(rows), unit="input", file=sys.stderr, disable=not args.output or not sys.stderr.isatty()) as bar:
-            for start in range(0, len(rows), args.batch_size):
-                batch = rows[start : start + args.batch_size]
+        with tqdm(total=len(rows), unit="input", file=sys.stderr, disable=target is None or not sys.stderr.isatty()) as bar:
+            for start in range(0, len(rows), batch_size):
+                batch = rows[start : start + batch_size]
                 outputs = model.generate_text([row["input"] for _, row in batch], **options)
                 per_input = len(outputs) // len(batch)
                 for i, (_, row) in enumerate(batch):
@@ -355,15 +385,12 @@ def _generate_file(model, args, options) -> int:
                 bar.update(len(batch))
         if partial is not None:
             out.close()
-            os.replace(partial, args.output)
+            publish_file(partial, target, overwrite)
     finally:
-        if partial is not None:
+        if out is not sys.stdout:
             out.close()
+        if partial is not None:
             partial.unlink(missing_ok=True)
-    if bad:
-        print(f"{len(bad)} bad line(s) skipped; {len(rows)} generated", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
 
 
 def _run_quantize(args) -> int:
@@ -403,6 +430,8 @@ def _run_verify(args) -> int:
                 status += ", text identical" if c.text_ok else ""
             speed = f" ({c.ms_per_token:.1f} ms/token)" if c.ms_per_token else ""
             print(f"  {c.dtype:<6} {c.runtime:<16} {status}{speed}")
+        for problem in result.problems:
+            print(f"problem: {problem}")
         for note in result.notes:
             print(f"note: {note}")
         print("verification " + result.verdict)
@@ -423,7 +452,15 @@ def _run_serve(args) -> int:
         node = ensure_installed()
     except TransformersJsUnavailable as err:
         raise Seq2SeqOnnxError(f"serve needs Transformers.js's browser files from npm, which it serves locally: {err}") from None
-    server = serve(node, folder, args.port)
+    try:
+        server = serve(node, folder, args.port)
+    except OSError as err:
+        import errno
+
+        if err.errno == errno.EADDRINUSE:
+            raise Seq2SeqOnnxError(f"port {args.port} on 127.0.0.1 is in use; choose another with --port N "
+                                   "(--port 0 picks a free one)") from None
+        raise
     print(f"Serving {folder} on http://127.0.0.1:{server.server_address[1]}/  (Ctrl-C to stop)", flush=True)
     try:
         import time
@@ -480,6 +517,9 @@ def _run_convert(source, output, *, as_json: bool, **kwargs) -> int:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
     except Exception as err:  # a bug, or a checkpoint we did not foresee: one clear line, traceback on request
+        if _interrupt_in_disguise():
+            print("interrupted: nothing was written", file=sys.stderr)
+            return _interrupted_code(None)
         if os.environ.get("SEQ2SEQ_ONNX_DEBUG"):
             raise
         message = str(err).strip().splitlines()[0] if str(err).strip() else ""
@@ -492,6 +532,8 @@ def _run_convert(source, output, *, as_json: bool, **kwargs) -> int:
         )
         return EXIT_FAILED
     print(json.dumps(result.to_dict(), indent=2) if as_json else format_summary(result))
+    if result.verification is not None and result.verification.verdict == "INCONCLUSIVE":
+        return EXIT_INCONCLUSIVE  # written, but the check could not have caught a lost cache
     return EXIT_OK
 
 
@@ -505,22 +547,45 @@ def _plain_warnings():
         yield
 
 
-def _interrupted_code(err: KeyboardInterrupt) -> int:
-    from .outputs import Terminated
+def _interrupted_code(err: KeyboardInterrupt | None) -> int:
+    """130 for Ctrl-C, 143 for SIGTERM (`err` None: the signal this process received)."""
+    import signal
 
+    from .outputs import Terminated, interrupted_by
+
+    if err is None:
+        return EXIT_TERMINATED if interrupted_by() == signal.SIGTERM else EXIT_INTERRUPTED
     return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
 
 
+def _interrupt_in_disguise() -> bool:
+    """An exception that an interrupt caused (a signal landing in a C extension's import surfaces as ImportError)."""
+    from .outputs import interrupted_by
+
+    return interrupted_by() is not None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The `seq2seq-onnx` command; returns its exit code. Ctrl-C at any moment exits 130 without a traceback."""
+    from .outputs import interrupt_on_sigterm
+
+    try:
+        with interrupt_on_sigterm():
+            return _main(argv)
+    except KeyboardInterrupt as err:
+        print("interrupted", file=sys.stderr)
+        return _interrupted_code(err)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("generate", "eval", "quantize", "verify", "inspect", "serve"):
-        from .outputs import interrupt_on_sigterm
         from .runtime import ModelFolderError
 
         run = {"generate": _run_generate, "eval": _run_eval, "quantize": _run_quantize, "verify": _run_verify,
                "inspect": _run_inspect, "serve": _run_serve}[args.command]
         try:
-            with interrupt_on_sigterm(), _plain_warnings():
+            with _plain_warnings():
                 return run(args)
         except KeyboardInterrupt as err:
             print("interrupted", file=sys.stderr)
@@ -529,6 +594,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_USAGE
         except Exception as err:  # one clear line; the traceback on request
+            if _interrupt_in_disguise():
+                print("interrupted", file=sys.stderr)
+                return _interrupted_code(None)
             if os.environ.get("SEQ2SEQ_ONNX_DEBUG"):
                 raise
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
@@ -592,6 +660,17 @@ _LEGACY_BOOLEANS = {
 
 def legacy_main(argv: list[str] | None = None) -> int:
     """`python -m seq2seq_onnx.convert --model_id ID ...`, as Transformers.js's former scripts/convert.py."""
+    from .outputs import interrupt_on_sigterm
+
+    try:
+        with interrupt_on_sigterm():
+            return _legacy_main(argv)
+    except KeyboardInterrupt as err:
+        print("interrupted", file=sys.stderr)
+        return _interrupted_code(err)
+
+
+def _legacy_main(argv: list[str] | None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m seq2seq_onnx.convert",
         description="Compatibility entry point for Transformers.js's former scripts/convert.py. "
@@ -608,7 +687,8 @@ def legacy_main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="accepted for compatibility; export runs on the CPU")
     p.add_argument("--skip_validation", nargs="?", const=None, default=False, type=_flag, metavar="BOOL")
     p.add_argument("--trust_remote_code", nargs="?", const=None, default=False, type=_flag, metavar="BOOL")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace the output folder if it is an earlier export "
+                   "(never a folder holding files seq2seq-onnx did not write)")
     p.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     for name in _IGNORED_LEGACY:
         p.add_argument(f"--{name}", default=None, help=argparse.SUPPRESS)
@@ -673,9 +753,10 @@ def _legacy_quantize(folder, modes, settings, *, as_json: bool) -> int:
 
     try:
         reports = quantize_folder(folder, modes, settings=settings, progress=not as_json and sys.stderr.isatty())
-    except KeyboardInterrupt:
-        print("interrupted: the fp32 export is in place, the quantized variants are not", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as err:
+        print("interrupted: the fp32 export is in place; quantized variants finished before the interrupt were kept "
+              "(see quantize_config.json), the others were not written", file=sys.stderr)
+        return _interrupted_code(err)
     except Seq2SeqOnnxError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

@@ -18,12 +18,18 @@ What is checked, and where each rule comes from (Transformers.js 4.3.1; see
   and heads as config.json says, and its `If` on `use_cache_branch` has the branches the right way
   round (`then_branch`, taken when `use_cache_branch` is true, reads the self-attention cache;
   `else_branch`, the first step, does not read the cross-attention cache `past_key_values.*.encoder.*`);
+  and the graph really reads what it declares: every self-attention cache input
+  `past_key_values.*.decoder.*` and `use_cache_branch` is on the way to `logits` (a decoder without
+  past given unused cache inputs, or a decoder with past given an unused `use_cache_branch`, has the
+  merged decoder's names and loads, then goes wrong);
 - graphs with external data are announced in `config.json["transformers.js_config"]
   ["use_external_data_format"]` the way Transformers.js resolves it, and the data files it will
   fetch exist;
 - `tokenizer.json` covers `config.json`'s `vocab_size`: not a near-empty vocabulary, no id at or
   above `vocab_size`;
-- `model_type` is one Transformers.js supports.
+- `model_type` is one Transformers.js supports (`InspectReport.transformersjs_unsupported_model_type`
+  tells callers apart from other problems); a `model_type` of a family we do not know is only a
+  warning: its cache layout is not checked against config.json.
 """
 
 from __future__ import annotations
@@ -89,6 +95,8 @@ class GraphInfo:
     lowest_ir_version: int | None = None
     # one entry per top-level If on use_cache_branch: the past_key_values.* inputs each branch reads
     cache_branches: list[dict] = field(default_factory=list)
+    # graph inputs nothing on the way to `logits` reads (to any output when there is no logits output)
+    inputs_not_read: list[str] = field(default_factory=list)
     error: str = ""
 
 
@@ -102,12 +110,23 @@ class InspectReport:
     problems: list[str] = field(default_factory=list)  # one line each
     warnings: list[str] = field(default_factory=list)
     is_export: bool = True
+    model_type: str = ""  # config.json's
+    # True when one of `problems` is only that Transformers.js 4.3.1 lacks config.json's model_type (umt5):
+    # the files may still be fine for ONNX Runtime; see `problems_besides_model_type()`
+    transformersjs_unsupported_model_type: bool = False
 
     @property
     def exit_code(self) -> int:
         if not self.is_export:
             return EXIT_NOT_AN_EXPORT
         return EXIT_PROBLEMS if self.problems else EXIT_HEALTHY
+
+    def problems_besides_model_type(self) -> list[str]:
+        """`problems` without the one that says Transformers.js does not support the model_type."""
+        if not self.transformersjs_unsupported_model_type:
+            return list(self.problems)
+        line = unsupported_model_type_problem(self.model_type)
+        return [p for p in self.problems if p != line]
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -123,6 +142,11 @@ class InspectReport:
         if lines:
             return f"PROBLEMS ({len(lines)}):" + "".join(f"\n  - {line}" for line in lines)
         return f"healthy: Transformers.js can load dtypes {', '.join(self.transformersjs_dtypes)}"
+
+
+def unsupported_model_type_problem(model_type: str) -> str:
+    return (f"config.json says model_type {model_type!r}, which Transformers.js (4.3.1) does not support "
+            "(`Unsupported model type`); the files run in ONNX Runtime")
 
 
 _ELEM = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 9: "bool", 11: "float64", 16: "bfloat16"}
@@ -167,6 +191,30 @@ def _outer_references(graph) -> set[str]:
             used.update(n for n in node.input if n)
             defined.update(n for n in node.output if n)
     return used - defined
+
+
+def _inputs_not_read(graph) -> list[str]:
+    """Graph inputs that no node on the way to the `logits` output reads (to any output when there is
+    no `logits`), nested subgraphs included: a node that is needed needs all its inputs and every value
+    its subgraphs read from outside (both branches of an If). A value only passed to unused nodes, or
+    straight through to another output, is not read."""
+    outputs = [o.name for o in graph.output]
+    live = {"logits"} if "logits" in outputs else set(outputs)
+    needs = []
+    for node in graph.node:
+        names = {n for n in node.input if n}
+        for sub in _subgraphs(node):
+            names |= _outer_references(sub)
+        needs.append(({n for n in node.output if n}, names))
+    changed = True
+    while changed:  # one pass when the nodes are sorted, as ONNX requires; more if an export is not
+        changed = False
+        for produced, names in reversed(needs):
+            if produced & live and not names <= live:
+                live |= names
+                changed = True
+    initializers = {t.name for t in graph.initializer}
+    return [i.name for i in graph.input if i.name not in live and i.name not in initializers]
 
 
 def _cache_branches(graph) -> list[dict]:
@@ -258,6 +306,7 @@ def read_graph(path: Path) -> GraphInfo:
     info.external_data, info.lowest_ir_version = _scan(model)
     if USE_CACHE_BRANCH in info.inputs:
         info.cache_branches = _cache_branches(model.graph)
+    info.inputs_not_read = _inputs_not_read(model.graph)
     for location in info.external_data:
         if unsafe_location(path.parent, location):
             info.error = (f"{path.name} refers to external data {location!r} outside its folder; "
@@ -267,13 +316,18 @@ def read_graph(path: Path) -> GraphInfo:
     return info
 
 
-def _expected_cache(config: dict) -> tuple[int, int, int] | None:
-    """(layers, heads, head size) of the decoder cache from config.json, for the families we know."""
-    from .export.families import family_for
+def _expected_cache(config: dict) -> tuple[int, int, int] | str:
+    """(layers, heads, head size) of the decoder cache from config.json, for the families we know;
+    otherwise why not (the end of a sentence: "... could not be checked against config.json <why>")."""
+    from .export.families import family_for, supported_model_types
 
-    family = family_for(config.get("model_type", ""))
+    model_type = config.get("model_type")
+    family = family_for(model_type) if isinstance(model_type, str) else None
     if family is None:
-        return None
+        known = ", ".join(supported_model_types())
+        if not model_type:
+            return f"(it has no model_type; seq2seq-onnx knows {known})"
+        return f"for model_type {model_type!r}, a family seq2seq-onnx does not know ({known})"
 
     class _Config:  # the adapter reads attributes, as on a transformers config
         def __init__(self, data):
@@ -284,9 +338,12 @@ def _expected_cache(config: dict) -> tuple[int, int, int] | None:
 
     try:
         layout = family.cache_layout(_Config(config))
-    except (TypeError, KeyError):
-        return None
-    return layout.num_layers, layout.num_heads, layout.head_dim
+    except (TypeError, KeyError, AttributeError):
+        layout = None
+    found = (layout.num_layers, layout.num_heads, layout.head_dim) if layout else ()
+    if len(found) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in found):
+        return f"(it lacks the {model_type} fields the layout is read from, or they are not positive integers)"
+    return found
 
 
 def merged_decoder_problem(inputs, outputs) -> str | None:
@@ -384,10 +441,12 @@ def _check_io(report: InspectReport, fix: str) -> None:
             report.problems.append(f"{name} has no {needed} output, which Transformers.js reads. {fix}")
 
 
-def _check_cache_branches(report: InspectReport, name: str, info: GraphInfo, fix: str) -> None:
+def _check_cache_branches(report: InspectReport, name: str, info: GraphInfo, fix: str) -> bool:
     """The If on use_cache_branch: then_branch (true: steps after the first) must read the
     self-attention cache; else_branch (false: the first step, all caches empty) must not read the
-    cross-attention cache, which it has to compute from encoder_hidden_states."""
+    cross-attention cache, which it has to compute from encoder_hidden_states. True when a
+    then_branch that ignores the self-attention cache was reported."""
+    ignored = False
     for branch in info.cache_branches:
         then_decoder = [n for n in branch["then_reads"] if ".decoder." in n]
         else_encoder = [n for n in branch["else_reads"] if ".encoder." in n]
@@ -409,11 +468,48 @@ def _check_cache_branches(report: InspectReport, name: str, info: GraphInfo, fix
                 f"{crash}. {fix}"
             )
         if not then_decoder:
+            ignored = True
             report.problems.append(
                 f"{name}: the If's then_branch (use_cache_branch=true, every step after the first) reads no "
                 "past_key_values.*.decoder.* input: it ignores the cache while Transformers.js feeds it only the last "
                 f"token, so the output goes wrong from the second token. {fix}"
             )
+    return ignored
+
+
+def _check_cache_reads(report: InspectReport, name: str, info: GraphInfo, fix: str, then_reported: bool) -> None:
+    """A merged decoder must read what it declares: its self-attention cache and use_cache_branch.
+
+    Names alone prove nothing: a decoder without past given (unused) past_key_values.* inputs and
+    use_cache_branch has the merged decoder's interface, loads, and Transformers.js feeds it one token
+    per step. One line for the cache (unless the If check already said then_branch ignores it), one
+    for use_cache_branch."""
+    unread = set(info.inputs_not_read)
+    own = [n for n in info.inputs if n.startswith("past_key_values.") and ".decoder." in n]
+    ignored = [n for n in own if n in unread]
+    wrong = ("Transformers.js feeds it only the last token after the first step, so the output goes wrong from "
+             "the second token (repeats, loops)")
+    if not own:
+        report.problems.append(
+            f"{name} has no self-attention cache inputs (past_key_values.*.decoder.*), only "
+            f"{', '.join(n for n in info.inputs if n.startswith('past_key_values.'))}: {wrong}. {fix}"
+        )
+    elif ignored and not then_reported:
+        if len(ignored) == len(own):
+            what = (f"declares {len(own)} self-attention cache inputs (past_key_values.*.decoder.*) but never reads "
+                    "them: its logits are computed without the cache (a decoder without past under the merged name)")
+        else:
+            more = f" (+{len(ignored) - 1} more)" if len(ignored) > 1 else ""
+            what = (f"never reads {ignored[0]}{more} of its {len(own)} self-attention cache inputs "
+                    "(past_key_values.*.decoder.*): those layers compute the logits without their cache")
+        report.problems.append(f"{name} {what}; {wrong}. {fix}")
+    if USE_CACHE_BRANCH in info.inputs and USE_CACHE_BRANCH in unread:
+        report.problems.append(
+            f"{name} declares use_cache_branch but never reads it, so the first step (use_cache_branch=false, every "
+            "cache empty) runs the same computation as the later ones: it is not a merged decoder (a decoder with "
+            "past alone reads the empty cross-attention cache at the first step, one without past ignores the "
+            f"cache). {fix}"
+        )
 
 
 _JS_DECIMAL = re.compile(r"[+-]?(?:Infinity|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)")
@@ -594,6 +690,15 @@ def regular_token_count(path: Path) -> int | None:
     return sum(1 for token in tokens.values() if token not in special)
 
 
+def max_token_id(path: Path) -> int | None:
+    """The largest token id of tokenizer.json at `path` (None when it cannot be read)."""
+    try:
+        found = _tokenizer_vocabulary(json.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None
+    return max(found[0]) if found and found[0] else None
+
+
 def tokenizer_problems(path: Path, vocab_size) -> list[str]:
     """What is wrong with tokenizer.json at `path` for a model of `vocab_size` (config.json): ids out of
     range, vocabulary (nearly) empty, unreadable. Each problem is one sentence without the fix.
@@ -642,7 +747,11 @@ def inspect_folder(folder) -> InspectReport:
     onnx_dir = folder / "onnx"
     if not folder.is_dir():
         report.is_export = False
-        report.problems.append(f"{folder} is not a folder")
+        if not folder.exists():
+            report.problems.append(f"{folder} does not exist")
+        else:
+            kind = "is a file" if folder.is_file() else "is not a regular folder"
+            report.problems.append(f"{folder} {kind}, not a folder: give the export folder (the one with onnx/)")
         return report
     if not onnx_dir.is_dir():
         found = list(folder.glob("*.onnx"))
@@ -692,25 +801,30 @@ def inspect_folder(folder) -> InspectReport:
     from .export.families import family_for, transformersjs_supports
 
     model_type = config.get("model_type", "")
+    report.model_type = model_type if isinstance(model_type, str) else json.dumps(model_type)
     if config and family_for(model_type) is not None and not transformersjs_supports(model_type):
-        report.problems.append(
-            f"config.json says model_type {model_type!r}, which Transformers.js (4.3.1) does not support "
-            "(`Unsupported model type`); the files run in ONNX Runtime"
-        )
+        report.problems.append(unsupported_model_type_problem(model_type))
+        report.transformersjs_unsupported_model_type = True
     fix = "Re-export with `seq2seq-onnx convert SOURCE -o OUT`."
     _check_versions(report, fix)
     _check_io(report, fix)
     expected = _expected_cache(config) if config else None
+    unchecked = []  # merged decoders whose cache layout config.json could not tell
     for name, info in report.graphs.items():
         if info.error or not name.startswith("decoder_model_merged"):
             continue
         problem = merged_decoder_problem(info.inputs, info.outputs)
         if problem:
             report.problems.append(f"{name}: {problem}. {fix}")
+            if any(n.startswith("past_key_values.") for n in info.inputs):
+                _check_cache_reads(report, name, info, fix, then_reported=False)
             continue
         past = [n for n in info.inputs if n.startswith("past_key_values.")]
-        _check_cache_branches(report, name, info, fix)
-        if expected:
+        then_reported = _check_cache_branches(report, name, info, fix)
+        _check_cache_reads(report, name, info, fix, then_reported)
+        if isinstance(expected, str):
+            unchecked.append(name)
+        elif expected:
             layers, heads, head_dim = expected
             found_layers = len({n.split(".")[1] for n in past})
             dims = info.inputs[past[0]][1] or []
@@ -720,6 +834,12 @@ def inspect_folder(folder) -> InspectReport:
                 report.problems.append(
                     f"{name} caches {dims[1]} heads of {dims[3]}, config.json says {heads} heads of {head_dim}. {fix}"
                 )
+    if unchecked:
+        report.warnings.append(
+            f"the cache layout (layers, heads, head size) of {', '.join(unchecked)} could not be checked against "
+            f"config.json {expected}; Transformers.js reads the layout from config.json, so a mismatch would only "
+            "show when it runs (e.g. `seq2seq-onnx verify`)"
+        )
     if not report.transformersjs_dtypes:
         if any(n.startswith("decoder_model") and not n.startswith("decoder_model_merged") for n in report.graphs):
             report.problems.append(

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -222,7 +221,9 @@ def quantize_folder(folder, modes=MODES, settings: QuantizeSettings | None = Non
     if unknown:
         raise Seq2SeqOnnxError(f"unknown quantization mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
 
-    from .outputs import is_ours, record_files
+    from .outputs import is_ours, record_files, remove_stale_scratch, scratch_folder
+
+    remove_stale_scratch(folder, "quantize")  # working folders of runs that were killed
 
     if (folder / "quantize_config.json").exists() and not is_ours(folder, "quantize_config.json"):
         raise Seq2SeqOnnxError(
@@ -255,8 +256,8 @@ def quantize_folder(folder, modes=MODES, settings: QuantizeSettings | None = Non
             report.seconds = time.perf_counter() - started
             reports.append(report)
             continue
-        with tempfile.TemporaryDirectory(dir=folder, prefix=".quantize-") as tmp:
-            tmp = Path(tmp)
+        tmp = scratch_folder(folder, "quantize")
+        try:
             try:
                 for graph in GRAPHS:
                     model = onnx.load(str(onnx_dir / f"{graph}.onnx"))
@@ -279,9 +280,14 @@ def quantize_folder(folder, modes=MODES, settings: QuantizeSettings | None = Non
                     ok, reason = _check_in_transformersjs(check, mode)
                 report.kept, report.reason, report.token_agreement = ok, reason, agreement
                 if ok:
-                    for produced in sorted(tmp.glob("*.onnx*")):
-                        os.replace(produced, onnx_dir / produced.name)
-                        report.files[f"onnx/{produced.name}"] = (onnx_dir / produced.name).stat().st_size
+                    produced = sorted(tmp.glob("*.onnx*"))
+                    # recorded first: an interrupt between the two leaves files that are known to be ours
+                    record_files(folder, [f"onnx/{f.name}" for f in produced])
+                    for file in produced:
+                        os.replace(file, onnx_dir / file.name)
+                        report.files[f"onnx/{file.name}"] = (onnx_dir / file.name).stat().st_size
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         if not report.kept:
             for graph in GRAPHS:  # never leave half a dtype behind (a stale one from an earlier run included)
                 for stale in onnx_dir.glob(f"{graph}{suffix}.onnx*"):
@@ -302,6 +308,6 @@ def quantize_folder(folder, modes=MODES, settings: QuantizeSettings | None = Non
         "settings": asdict(settings),
         "variants": [asdict(r) for r in reports],
     }
+    record_files(folder, ["quantize_config.json"])
     (folder / "quantize_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    record_files(folder, ["quantize_config.json", *(name for r in reports if r.kept for name in r.files)])
     return reports

@@ -155,6 +155,8 @@ def convert(
     check_opset(opset)
     with_past, notes = resolve_task(task, no_past)
     src = resolve_source(source, trust_remote_code=trust_remote_code)
+    if not str(output).strip():
+        raise OutputExistsError("the output folder is empty (-o ''); give a folder for the export")
     output = Path(output).expanduser().resolve()
     # Debris of killed runs goes first: a previous export stranded mid-swap is put back, then checked like any.
     cleaned = remove_stale(output)
@@ -180,18 +182,18 @@ def convert(
         if unknown:
             raise Seq2SeqOnnxError(f"unknown quantization mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     with interrupt_on_sigterm():
-        _convert_into(result, src, output, opset=opset, with_past=with_past, validate=validate,
+        _convert_into(result, src, output, overwrite=overwrite, opset=opset, with_past=with_past, validate=validate,
                       trust_remote_code=trust_remote_code, max_new_tokens=max_new_tokens, quantize=quantize,
                       transformersjs=transformersjs, progress=progress)
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _convert_into(result, src, output, *, opset, with_past, validate, trust_remote_code, max_new_tokens, quantize,
+def _convert_into(result, src, output, *, overwrite, opset, with_past, validate, trust_remote_code, max_new_tokens, quantize,
                   transformersjs, progress) -> None:
     """The conversion proper, in a partial folder moved to `output` at the end (SIGTERM acts as Ctrl-C here)."""
     from ..export.tokenizer import write_tokenizer_files
-    from ..inspect import regular_token_count, tokenizer_problems
+    from ..inspect import max_token_id, regular_token_count, tokenizer_problems
     from ..verify import DEFAULT_MAX_NEW_TOKENS, verify_export
 
     source = result.source
@@ -220,6 +222,13 @@ def _convert_into(result, src, output, *, opset, with_past, validate, trust_remo
                 "<unk> and answers decode to nothing. Give a checkpoint with its own tokenizer files (tokenizer.json, "
                 "or spiece.model and tokenizer_config.json)"
             )
+        beyond = max_token_id(tmp / "tokenizer.json")
+        if beyond is not None and beyond >= src.config.vocab_size:
+            raise NoTokenizerError(
+                f"the tokenizer of {source} has ids up to {beyond}, past the model's vocabulary ({src.config.vocab_size} "
+                "tokens): text containing them would crash the export. Is tokenizer_config.json missing or from "
+                "another model? (Without it, T5's tokenizer adds 100 <extra_id_*> tokens.)"
+            )
         result.notes += [f"the tokenizer looks wrong for this model: {p}" for p in
                          tokenizer_problems(tmp / "tokenizer.json", src.config.vocab_size)]
         stages.done()
@@ -231,7 +240,8 @@ def _convert_into(result, src, output, *, opset, with_past, validate, trust_remo
 
         onnx_dir = tmp / "onnx"
         onnx_dir.mkdir()
-        with tempfile.TemporaryDirectory(prefix="seq2seq-onnx-work-") as work:
+        # Scratch graphs inside the partial folder: same disk, and gone with it however the run ends.
+        with tempfile.TemporaryDirectory(prefix=".work-", dir=tmp) as work:
             external = export_graphs(model, layout, onnx_dir, Path(work), with_past, opset, stages)
 
         stages.start("writing configs")
@@ -306,7 +316,7 @@ def _convert_into(result, src, output, *, opset, with_past, validate, trust_remo
         result.files = {
             str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()
         }
-        put_in_place(tmp, output)
+        put_in_place(tmp, output, overwrite)
     finally:
         stages.close()
         with signals_held(reraise=False):  # a second Ctrl-C must not leave half the cleanup undone

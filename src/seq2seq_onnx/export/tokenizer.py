@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..errors import NoTokenizerError, TokenizerMismatchError
+from ..errors import NoTokenizerError, Seq2SeqOnnxError, TokenizerMismatchError
 
 PROBE_TEXTS = (
     "translate English to German: The house is wonderful.",
@@ -103,7 +103,7 @@ def _load(source: str, sentencepiece_class: str | None, prefer_sentencepiece: bo
     except (ValueError, OSError, TypeError) as err:
         local_only = load_kwargs.get("local_files_only", False)
         if fallback is None or find_file(source, "spiece.model", local_only) is None:
-            raise TokenizerMismatchError(f"cannot load the tokenizer of {source}: {err}") from None
+            raise NoTokenizerError(f"cannot load the tokenizer of {source}: {err}") from None
         return fallback.from_pretrained(source, local_files_only=local_only)
 
 
@@ -118,11 +118,24 @@ def write_tokenizer_files(
 
     `sentencepiece_class` names the transformers class that can convert the family's
     spiece.model when AutoTokenizer cannot. Returns notes for the user (e.g. that the source's own tokenizer.json had to be rebuilt).
-    Raises TokenizerMismatchError if no tokenizer.json we can make agrees with spiece.model.
+    Raises NoTokenizerError (exit 2) when the source's tokenizer files are missing or unreadable,
+    TokenizerMismatchError (exit 1) if no tokenizer.json we can make agrees with spiece.model.
     """
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # its warnings about files it falls back from are ours to word
     notes: list[str] = []
-    tokenizer = _load(source, sentencepiece_class, trust_remote_code=trust_remote_code, local_files_only=local_files_only)
-    _save(tokenizer, out_dir)
+    try:
+        tokenizer = _load(source, sentencepiece_class, trust_remote_code=trust_remote_code, local_files_only=local_files_only)
+        _save(tokenizer, out_dir)
+    except Seq2SeqOnnxError:
+        raise
+    except Exception as err:  # corrupt files: tokenizers, sentencepiece and transformers raise all kinds
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise NoTokenizerError(
+            f"cannot read the tokenizer files of {source} ({type(err).__name__}: {first}); check tokenizer.json, "
+            "spiece.model and tokenizer_config.json (a corrupt or truncated download?)"
+        ) from None
     if not (out_dir / "tokenizer.json").exists():
         raise TokenizerMismatchError(
             f"the tokenizer of {source} ({type(tokenizer).__name__}) cannot be saved as tokenizer.json, "

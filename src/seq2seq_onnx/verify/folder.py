@@ -63,10 +63,13 @@ class FolderVerification:
     checks: list[RuntimeCheck] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     strength: Strength = field(default_factory=Strength)
+    # What is wrong with the folder itself, whatever the runtimes say (its config.json against the
+    # reference, faults `inspect` finds); any problem fails the verification.
+    problems: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
+        return not self.problems and bool(self.checks) and all(c.passed for c in self.checks)
 
     @property
     def verdict(self) -> str:
@@ -76,7 +79,8 @@ class FolderVerification:
 
     def to_dict(self) -> dict:
         return {"folder": self.folder, "reference": self.reference, "passed": self.passed, "verdict": self.verdict,
-                "strength": self.strength.to_dict(), "notes": self.notes, "checks": [asdict(c) for c in self.checks]}
+                "strength": self.strength.to_dict(), "problems": self.problems, "notes": self.notes,
+                "checks": [asdict(c) for c in self.checks]}
 
 
 def token_agreement(reference: list[int], got: list[int]) -> float:
@@ -174,10 +178,52 @@ def transformersjs_check(folder: Path, model, prompts=DEFAULT_PROMPTS, max_new_t
 
 
 def recorded_source(folder: Path) -> str | None:
+    """The source checkpoint seq2seq_onnx.json records, or None. Raises Seq2SeqOnnxError when the file is unreadable."""
+    from ..errors import Seq2SeqOnnxError
+
     info = folder / "seq2seq_onnx.json"
-    if info.is_file():
-        return json.loads(info.read_text()).get("source")
-    return None
+    if not info.is_file():
+        return None
+    try:
+        data = json.loads(info.read_text())
+    except (OSError, ValueError) as err:
+        raise Seq2SeqOnnxError(f"{info} is not valid JSON ({err}); pass --reference SOURCE") from None
+    return data.get("source") if isinstance(data, dict) else None
+
+
+def config_mismatches(folder: Path, reference_config) -> list[str]:
+    """Where the export's config.json disagrees with the reference checkpoint's config on what runtimes read.
+
+    Python ONNX Runtime never reads config.json, but Transformers.js sizes the cache and picks the
+    model class from it: an export whose config.json says another model_type, vocabulary or cache
+    layout runs in Python and fails (or is refused) in Transformers.js.
+    """
+    from ..export.families import family_for
+
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        return [f"config.json cannot be read ({err})"]
+    if not isinstance(config, dict):
+        return ["config.json does not hold a JSON object"]
+    problems = []
+    for key in ("model_type", "vocab_size"):
+        if config.get(key) != getattr(reference_config, key, None):
+            problems.append(f"config.json says {key} {config.get(key)!r}, the reference checkpoint "
+                            f"{getattr(reference_config, key, None)!r}")
+    family = family_for(reference_config.model_type)
+    if family is not None and config.get("model_type") == reference_config.model_type:
+        from types import SimpleNamespace
+
+        try:
+            mine = family.cache_layout(SimpleNamespace(**{**{k: None for k in vars(reference_config)}, **config}))
+        except (AttributeError, KeyError, TypeError):
+            mine = None
+        expected = family.cache_layout(reference_config)
+        if mine != expected:
+            problems.append(f"config.json describes a decoder cache of {mine}, the reference checkpoint {expected}: "
+                            "Transformers.js would size the cache wrongly")
+    return problems
 
 
 def _graph_io(path: Path) -> tuple[list[str], list[str]]:
@@ -200,6 +246,8 @@ def verify_folder(folder, reference: str | None = None, dtypes=None, runtimes=("
     from ..errors import Seq2SeqOnnxError
     from ..runtime.sessions import DTYPE_SUFFIXES
 
+    if not str(folder).strip():
+        raise Seq2SeqOnnxError("the folder to verify is empty (''); give an export folder")
     folder = Path(folder)
     if not folder.is_dir():
         raise Seq2SeqOnnxError(f"{folder} is not a folder: give an export folder (see `seq2seq-onnx convert`)")
@@ -220,10 +268,16 @@ def verify_folder(folder, reference: str | None = None, dtypes=None, runtimes=("
 
     model = load_model(resolve_source(reference), trust_remote_code=False)
     result = FolderVerification(folder=str(folder), reference=reference)
+    result.problems += config_mismatches(folder, model.config)
     from ..export.families import transformersjs_supports
+    from ..inspect import inspect_folder
 
     runtimes = list(runtimes)
     js_runtimes = [r for r in runtimes if r in ("transformers.js", "browser")]
+    if js_runtimes:
+        # What Transformers.js will do with the folder, whether or not Node is here to show it
+        # (its not knowing the model type is handled below, as a note).
+        result.problems += [f"inspect: {p}" for p in inspect_folder(folder).problems_besides_model_type()]
     if js_runtimes and not transformersjs_supports(model.config.model_type):
         message = f"Transformers.js (4.3.1) does not support model_type {model.config.model_type!r}"
         if not [r for r in runtimes if r not in js_runtimes]:
@@ -254,7 +308,10 @@ def verify_folder(folder, reference: str | None = None, dtypes=None, runtimes=("
     for dtype in dtypes:
         suffix = DTYPE_SUFFIXES[dtype]
         merged = onnx_dir / f"decoder_model_merged{suffix}.onnx"
-        structure = merged_decoder_problem(*_graph_io(merged)) if merged.is_file() else None
+        try:
+            structure = merged_decoder_problem(*_graph_io(merged)) if merged.is_file() else None
+        except Exception as err:  # not a readable ONNX file: every check of this dtype fails, the others go on
+            structure = f"cannot be read as ONNX ({type(err).__name__})"
         for runtime in runtimes:
             check = RuntimeCheck(dtype=dtype, runtime=runtime)
             if structure:

@@ -5,6 +5,11 @@ The Node side is `js/verify.mjs` with a `package.json` and lock file pinning
 (`$SEQ2SEQ_ONNX_NODE_DIR`, default `~/.cache/seq2seq-onnx/node`), with onnxruntime-node's
 postinstall skipped (it would download CUDA libraries and fail offline; the CPU runtime ships in
 the npm package itself).
+
+Node is run with `Popen`, never killed outright while it can clean up: on any exception in the
+caller (Ctrl-C, SIGTERM of this process, a timeout) it gets SIGTERM and a few seconds to close
+Chromium and remove its profile folder (js/browser.mjs), then SIGKILL. Both scripts also exit by
+themselves when this process dies (their parent changes).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -65,16 +71,80 @@ def _decode_logits(rows: list[dict]) -> list[dict]:
     return rows
 
 
+# The line of an uncaught error Node prints that holds the message: `ModelFileNotFoundError: ...`,
+# `TypeError [ERR_INVALID_ARG_TYPE]: ...`, `Error: ...` (not the source line above it, such as
+# `throw new ModelFileNotFoundError(`).
+_ERROR_LINE = re.compile(r"^\w*Error(\s*\[[^\]]*\])?: ")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# What Node prints around the message: where it was thrown, the caret, the stack, the error's own
+# properties, its version; Playwright's call log.
+_NODE_NOISE = ("node:", "file://", "^", "triggerUncaught", "Node.js v", "at ", "{", "}", "log:", "name:", "status:",
+               "code:", "Call log:", "- ", "(Use `node")
+STOP_GRACE_SECONDS = 10  # how long Node gets to close Chromium and remove its folders after SIGTERM
+
+
+def node_error_message(stderr: str) -> str:
+    """The message of the error a Node script died of, from its stderr: the first `...Error: ` line,
+    else the line after Node's `^` marker (errors that are not named ...Error, e.g. Playwright's
+    `page.goto: net::ERR_...`), else the last line that is not Node's framing."""
+    lines = [_ANSI.sub("", line).strip() for line in (stderr or "").splitlines()]
+    lines = [line for line in lines if line]
+    for line in lines:
+        if _ERROR_LINE.match(line):
+            return line
+    for before, line in zip(lines, lines[1:]):
+        if set(before) == {"^"} and not line.startswith(_NODE_NOISE):
+            return line
+    meaningful = [line for line in lines if not line.startswith(_NODE_NOISE)]
+    return (meaningful or lines or ["no output"])[-1]
+
+
+def _stop(proc: subprocess.Popen, grace: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM, up to `grace` seconds to clean up (its output drained meanwhile), then SIGKILL."""
+    try:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.communicate(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+            except (OSError, ValueError):  # pipes already closed by the interrupted communicate
+                proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:  # also when a second Ctrl-C lands while waiting
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _run_script(script: Path, request: dict, timeout: float, what: str, env=None) -> subprocess.CompletedProcess:
+    """`node script` with `request` on stdin; stopped cleanly (`_stop`) whatever interrupts it.
+
+    SIGTERM of this process is turned into an exception meanwhile (unless the program installed its
+    own handler), so that a killed `verify` also stops Node and Chromium instead of orphaning them.
+    """
+    from ..outputs import interrupt_on_sigterm
+
+    with interrupt_on_sigterm():
+        proc = subprocess.Popen(["node", str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=script.parent, env=env)
+        try:
+            out, err = proc.communicate(json.dumps(request), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _stop(proc)
+            raise RuntimeError(f"{what} did not finish within {timeout:.0f} s") from None
+        except BaseException:
+            _stop(proc)
+            raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
 def _run_node(request: dict, what: str) -> dict:
     target = ensure_installed()
-    proc = subprocess.run(
-        ["node", str(target / "verify.mjs")], input=json.dumps(request), cwd=target,
-        capture_output=True, text=True, timeout=600,
-    )
+    proc = _run_script(target / "verify.mjs", request, 600, f"Transformers.js (to {what})")
     if proc.returncode != 0:
-        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        message = next((line for line in lines if "Error" in line), lines[-1] if lines else "no output")
-        raise RuntimeError(f"Transformers.js could not {what}: {message.strip()}")
+        raise RuntimeError(f"Transformers.js could not {what}: {node_error_message(proc.stderr)}")
     return json.loads(proc.stdout)
 
 
@@ -127,21 +197,19 @@ class _LocalFiles:
         onnx_dir = self.folder / "onnx"
         dtypes = [d for d, sfx in DTYPE_SUFFIXES.items()
                   if (onnx_dir / f"encoder_model{sfx}.onnx").is_file() and (onnx_dir / f"decoder_model_merged{sfx}.onnx").is_file()]
-        import tempfile
+        # served from memory (no temporary file to leak when the server is killed)
+        self.generated = {"/dtypes.json": json.dumps(dtypes).encode()}
 
-        handle, name = tempfile.mkstemp(prefix="seq2seq-onnx-dtypes-", suffix=".json")
-        with os.fdopen(handle, "w") as f:
-            json.dump(dtypes, f)
-        self.dtypes_file = Path(name)
-
-    def resolve(self, url_path: str) -> Path | None:
+    @staticmethod
+    def url_path(url_path: str) -> str:
         from urllib.parse import unquote
 
-        path = unquote(url_path.split("?", 1)[0])
+        return unquote(url_path.split("?", 1)[0].split("#", 1)[0])
+
+    def resolve(self, url_path: str) -> Path | None:
+        path = self.url_path(url_path)
         if path in self.fixed:
             return self.fixed[path]
-        if path == "/dtypes.json":
-            return self.dtypes_file
         prefix = "/models/model/"
         if path.startswith(prefix):
             target = (self.folder / path[len(prefix):]).resolve()
@@ -152,6 +220,7 @@ class _LocalFiles:
 
 def serve(node: Path, folder: Path, port: int = 0):
     """A local HTTP server (127.0.0.1 only) for the page, the library and the export; returns it started."""
+    import io
     import threading
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
@@ -161,6 +230,17 @@ def serve(node: Path, folder: Path, port: int = 0):
         extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript",
                           ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json"}
 
+        def send_head(self):  # GET and HEAD; generated JSON from memory, everything else from its file
+            body = files.generated.get(files.url_path(self.path))
+            if body is None:
+                return super().send_head()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            return io.BytesIO(body)
+
         def translate_path(self, path):
             found = files.resolve(path)
             return str(found) if found else "/nonexistent"
@@ -168,16 +248,7 @@ def serve(node: Path, folder: Path, port: int = 0):
         def log_message(self, *args):
             pass
 
-    class Server(ThreadingHTTPServer):
-        def server_close(self):
-            super().server_close()
-            files.dtypes_file.unlink(missing_ok=True)
-
-    try:
-        server = Server(("127.0.0.1", port), Handler)
-    except BaseException:
-        files.dtypes_file.unlink(missing_ok=True)
-        raise
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -186,14 +257,10 @@ def page_interaction(url: str, timeout_ms: int = 300000, **actions) -> dict:
     """Drive a page on 127.0.0.1 in headless Chromium (fill, select, click, wait, read); see js/browser.mjs."""
     chromium = _chromium()
     node = ensure_installed()
-    proc = subprocess.run(
-        ["node", str(node / "browser.mjs")], input=json.dumps({"url": url, "timeout_ms": timeout_ms, **actions}),
-        cwd=node, capture_output=True, text=True, timeout=timeout_ms / 1000 + 60, env={**os.environ, "CHROMIUM": chromium},
-    )
+    proc = _run_script(node / "browser.mjs", {"url": url, "timeout_ms": timeout_ms, **actions},
+                       timeout_ms / 1000 + 60, "the browser check", env={**os.environ, "CHROMIUM": chromium})
     if proc.returncode != 0:
-        noise = ("node:", "^", "triggerUncaught", "Node.js", "at ", "}", "log:", "name:")
-        lines = [line.strip() for line in proc.stderr.splitlines() if line.strip() and not line.strip().startswith(noise)]
-        raise RuntimeError(f"the browser check could not run: {lines[0] if lines else 'no output'}")
+        raise RuntimeError(f"the browser check could not run: {node_error_message(proc.stderr)}")
     return json.loads(proc.stdout)
 
 

@@ -6,6 +6,21 @@
 // placed after the others, which the neutral settings below switch off), so the caller can compare
 // them with PyTorch's even when the ids agree.
 import { AutoTokenizer, AutoModelForSeq2SeqLM, env } from '@huggingface/transformers';
+import { readFileSync } from 'node:fs';
+
+// Nothing to clean up: SIGTERM/SIGINT end it at once (Node's default). When the parent (Python) is
+// killed outright, stop too instead of generating for nobody (process.ppid is read once; /proc has
+// the current parent).
+const parent = process.ppid;
+function parentNow() {
+  try {
+    const stat = readFileSync('/proc/self/stat', 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    try { process.kill(parent, 0); return parent; } catch { return -1; }
+  }
+}
+setInterval(() => { if (parentNow() !== parent) process.exit(1); }, 1000).unref();
 
 env.allowRemoteModels = false;
 env.useFSCache = false;
