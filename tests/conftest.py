@@ -43,3 +43,24 @@ def node_packages():
     from seq2seq_onnx.verify.transformersjs import ensure_installed
 
     return ensure_installed()
+
+
+@pytest.fixture(scope="session")
+def family_export(make_model, tmp_path_factory):
+    """family_export(case) -> (checkpoint, export folder, ConversionResult) for a case of cases.FAMILY_CASES,
+    converted and verified once per session."""
+    from cases import FAMILY_CASES
+
+    from seq2seq_onnx.convert import convert
+
+    cache = {}
+
+    def export(case: str):
+        if case not in cache:
+            variant, config = FAMILY_CASES[case]
+            src = make_model(variant, **config)
+            out = tmp_path_factory.mktemp("export") / case.replace(" ", "_").replace("*", "x").replace("!", "")
+            cache[case] = (src, out, convert(str(src), out, progress=False))
+        return cache[case]
+
+    return export

@@ -14,6 +14,8 @@ import pytest
 from seq2seq_onnx.cli import main
 from seq2seq_onnx.convert import convert
 
+from cases import BROWSER_CASES
+
 if shutil.which("chromium") is None or shutil.which("node") is None:
     if os.environ.get("CI"):
         pytest.fail("Chromium and Node.js are required in CI for the browser tests", pytrace=False)
@@ -25,21 +27,12 @@ DEMO = Path(__file__).resolve().parents[1] / "demo" / "t5-demo"
 pytestmark = pytest.mark.usefixtures("node_packages")
 
 
-FAMILIES = {
-    "t5": ("t5", {}),
-    "flan-t5": ("flan-t5", {}),
-    "mt5": ("mt5", {}),
-    "decoder layers != encoder layers": ("flan-t5", {"num_layers": 2, "num_decoder_layers": 3}),
-}
-
-
-@pytest.mark.parametrize("variant,config", list(FAMILIES.values()), ids=list(FAMILIES))
-def test_every_family_fp32_in_the_browser(make_model, tmp_path, capsys, variant, config):
-    out = tmp_path / "out"
-    convert(str(make_model(variant, **config)), out, progress=False)
-    assert main(["verify", str(out), "--runtime", "browser", "--json"]) == 0
+@pytest.mark.parametrize("case", BROWSER_CASES)
+def test_every_family_fp32_in_the_browser(family_export, capsys, case):
+    _, out, _ = family_export(case)
+    assert main(["verify", str(out), "--runtime", "browser", "--dtype", "fp32", "--json"]) == 0
     (check,) = json.loads(capsys.readouterr().out)["checks"]
-    assert check["runtime"] == "browser" and check["exact"] and check["ms_per_token"] > 0
+    assert check["runtime"] == "browser" and check["exact"] and check["logits_ok"] and check["ms_per_token"] > 0
 
 
 def test_quantized_dtype_reported_in_the_browser(tmp_path, capsys):

@@ -9,6 +9,8 @@ import pytest
 from seq2seq_onnx import Seq2SeqOnnxModel, pipeline
 from seq2seq_onnx.runtime.options import InvalidGenerationOptions
 
+from cases import FAMILY_CASES
+
 PROMPTS = ["translate English to German: The house is wonderful.", "Hello", "summarize: one two three four five six"]
 
 MATRIX = {
@@ -177,22 +179,10 @@ def test_generate_command_options_and_files(converted, tmp_path, capsys):
     assert "top_p must be in (0, 1]" in capsys.readouterr().err
 
 
-FAMILIES = {
-    "t5": ("t5", {}),
-    "mt5": ("mt5", {}),
-    "umt5": ("umt5", {}),
-    "decoder layers != encoder layers": ("flan-t5", {"num_layers": 2, "num_decoder_layers": 3}),
-    "num_heads * d_kv != d_model": ("flan-t5", {"d_model": 32, "num_heads": 3, "d_kv": 16}),
-}
-
-
-@pytest.mark.parametrize("variant,config", list(FAMILIES.values()), ids=list(FAMILIES))
-def test_every_family_greedy_and_beam(make_model, tmp_path, variant, config):
-    from seq2seq_onnx.convert import convert
-
-    src = make_model(variant, **config)
-    convert(str(src), tmp_path / "out", progress=False, validate=False)
-    model = Seq2SeqOnnxModel.from_pretrained(tmp_path / "out")
+@pytest.mark.parametrize("case", list(FAMILY_CASES))
+def test_every_family_greedy_and_beam(family_export, case):
+    src, out, _ = family_export(case)
+    model = Seq2SeqOnnxModel.from_pretrained(out)
     ids, mask = model.tokenize(PROMPTS)
     for options in ({}, {"num_beams": 3, "num_return_sequences": 2, "no_repeat_ngram_size": 3}):
         expected, expected_scores = reference(src, ids, mask, options)

@@ -10,6 +10,8 @@ import pytest
 from seq2seq_onnx.cli import main
 from seq2seq_onnx.convert import convert
 
+from cases import transformersjs_cases
+
 if shutil.which("node") is None:
     if os.environ.get("CI"):
         pytest.fail("Node.js is required in CI for the Transformers.js tests", pytrace=False)
@@ -19,22 +21,15 @@ if shutil.which("node") is None:
 pytestmark = pytest.mark.usefixtures("node_packages")
 
 
-FAMILIES = {
-    "t5": ("t5", {}),
-    "flan-t5": ("flan-t5", {}),
-    "mt5": ("mt5", {}),
-    "decoder layers != encoder layers": ("flan-t5", {"num_layers": 2, "num_decoder_layers": 3}),
-    "num_heads * d_kv != d_model": ("flan-t5", {"d_model": 32, "num_heads": 3, "d_kv": 16}),
-}
+@pytest.mark.parametrize("case", list(transformersjs_cases()))
+def test_every_family_in_both_runtimes(family_export, case):
+    from seq2seq_onnx.verify import transformersjs_check
+    from seq2seq_onnx.export.source import load_model, resolve_source
 
-
-@pytest.mark.parametrize("variant,config", list(FAMILIES.values()), ids=list(FAMILIES))
-def test_every_family_in_both_runtimes(make_model, tmp_path, variant, config):
-    result = convert(str(make_model(variant, **config)), tmp_path / "out", progress=False, transformersjs=True)
-    assert result.verification.passed
-    check = result.transformersjs
-    assert check.passed and check.exact, check
-    assert all(len(case["ids"]) > 2 for case in check.cases[:2])
+    src, out, result = family_export(case)
+    check = transformersjs_check(out, load_model(resolve_source(str(src))), probe=result.verification.strength.probe)
+    assert check.passed and check.exact and check.logits_ok and check.text_ok, check
+    assert all(len(c["ids"]) > 2 for c in check.cases[:2])
 
 
 def test_umt5_is_reported_not_failed(make_model, tmp_path, capsys):

@@ -1,9 +1,14 @@
 """Build small seq2seq checkpoints offline, for tests and benchmarks.
 
 No machine here reaches the Hugging Face hub, so tests make their own models: seeded random
-weights in a real architecture, saved with `save_pretrained`, plus a sentencepiece tokenizer
-trained on generated text. The folders look exactly like hub checkpoints (config.json,
-generation_config.json, model.safetensors, spiece.model, tokenizer files).
+weights in a real architecture, saved with `save_pretrained`, plus a tokenizer of the family's
+kind (sentencepiece or byte-level BPE) trained on generated text. The folders look exactly like
+hub checkpoints (config.json, generation_config.json, model.safetensors, tokenizer files).
+
+Weights are initialised for well-conditioned, history-dependent outputs (unit-variance
+activations, attention scores of unit scale, logits spread over a few units), not transformers'
+small defaults, under which random models answer every prompt with one token and parity tests
+could not fail.
 """
 
 from __future__ import annotations
@@ -13,9 +18,14 @@ import random
 import string
 from pathlib import Path
 
-# Shapes named after the checkpoints they imitate. All keys are T5Config arguments.
+# Shapes named after the checkpoints they imitate. TINY/FLAN_T5_SMALL keys are T5Config
+# arguments, BART_TINY/BART_BASE BartConfig-style ones (the BART-like families share them).
 TINY = dict(d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=2, num_decoder_layers=2)
 FLAN_T5_SMALL = dict(d_model=512, d_ff=1024, d_kv=64, num_heads=6, num_layers=8, num_decoder_layers=8, vocab_size=32128)
+BART_TINY = dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+                 encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=256)
+BART_BASE = dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12, decoder_attention_heads=12,
+                 encoder_ffn_dim=3072, decoder_ffn_dim=3072, max_position_embeddings=1024, vocab_size=50265)
 
 VARIANTS = {
     # original T5: relu feed-forward, lm_head tied to the embedding, logits scaled by d_model**-0.5
@@ -24,6 +34,9 @@ VARIANTS = {
     "flan-t5": dict(model_type="t5", feed_forward_proj="gated-gelu", tied=False),
     "mt5": dict(model_type="mt5", feed_forward_proj="gated-gelu", tied=False),
     "umt5": dict(model_type="umt5", feed_forward_proj="gated-gelu", tied=False),
+    # BART (bart-large-cnn's settings): byte-level BPE, tied embeddings, final_logits_bias,
+    # decoder starts from </s>, forced <s> first and </s> at the end
+    "bart": dict(model_type="bart", tied=True, scale_embedding=False),
 }
 
 REPEATED_TOKEN = 7  # the answer of build_model(degenerate="repeat")
@@ -75,11 +88,24 @@ def build_model(
 ) -> Path:
     """Write a random-weight checkpoint of `variant` (see VARIANTS) to `folder` and return it.
 
+    `config_overrides` are config arguments of the variant's family (e.g. `num_decoder_layers` for
+    T5, `decoder_layers` for BART).
+
     `tokenizer_json=False` leaves only `spiece.model`, like many older hub checkpoints, so
     the converter has to make `tokenizer.json` itself. `degenerate` makes the models that defeat
     naive verification: "repeat" answers every prompt with one token repeated (its logits still
     depend on earlier tokens), "constant" gives logits that depend on nothing at all.
     """
+    folder = Path(folder)
+    if degenerate not in (None, "repeat", "constant"):
+        raise ValueError(f"unknown degenerate model {degenerate!r}: 'repeat' or 'constant'")
+    if VARIANTS[variant]["model_type"] in ("t5", "mt5", "umt5"):
+        return _build_t5(folder, variant, seed, extra_ids, tokenizer_json, degenerate, **config_overrides)
+    return _build_bart_like(folder, variant, seed, degenerate, **config_overrides)
+
+
+def _build_t5(folder: Path, variant: str, seed: int, extra_ids: int, tokenizer_json: bool, degenerate: str | None,
+              **config_overrides) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForSeq2SeqLM, GenerationConfig, T5Tokenizer
 
@@ -124,8 +150,6 @@ def build_model(
             model.lm_head.weight[REPEATED_TOKEN, 0] = 3.0
         elif degenerate == "constant":
             model.decoder.final_layer_norm.weight.zero_()  # every logit 0 at every step
-        elif degenerate is not None:
-            raise ValueError(f"unknown degenerate model {degenerate!r}: 'repeat' or 'constant'")
     model.save_pretrained(folder)
     GenerationConfig(decoder_start_token_id=0, pad_token_id=0, eos_token_id=1).save_pretrained(folder)
 
@@ -153,4 +177,78 @@ def build_model(
     )
     if tokenizer_json:
         T5Tokenizer.from_pretrained(folder).save_pretrained(folder)
+    return folder
+
+
+def _init_bart_like(model, seed: int) -> None:
+    """Unit-scale activations: positions N(0, 1), linear layers N(0, 1/fan_in), layer norms near 1.
+
+    Token embeddings get N(0, 0.3): the lm_head is tied to them, and at unit scale the residual
+    stream carries the input token's own embedding to the output, so the model copies its last
+    token forever (no history dependence for verification to check).
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "layer_norm" in name or "layernorm" in name:
+                param.normal_(1.0 if name.endswith("weight") else 0.0, 0.1)
+            elif "embed_positions" in name:
+                param.normal_(0.0, 1.0)
+            elif "embed" in name or name.endswith("shared.weight"):
+                param.normal_(0.0, 0.3)
+            elif name.endswith("bias"):
+                param.normal_(0.0, 0.1)
+            else:
+                param.normal_(0.0, 1.0 / max(param.shape[-1], 1) ** 0.5)
+        if getattr(model, "final_logits_bias", None) is not None:
+            model.final_logits_bias.normal_(0.0, 0.5)  # a buffer: the export must carry it
+
+
+def _train_byte_level_bpe(folder: Path, vocab_size: int, seed: int) -> None:
+    """vocab.json + merges.txt of a byte-level BPE (BART's kind), and tokenizer files from transformers."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import AutoTokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(sample_text(seed=seed), vocab_size=vocab_size, min_frequency=2,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], show_progress=False)
+    bpe.save_model(str(folder))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BartTokenizer"}))
+    AutoTokenizer.from_pretrained(folder).save_pretrained(folder)
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    for key in ("is_local", "local_files_only"):
+        config.pop(key, None)
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def _build_bart_like(folder: Path, variant: str, seed: int, degenerate: str | None, **config_overrides) -> Path:
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, GenerationConfig
+
+    spec = VARIANTS[variant]
+    folder.mkdir(parents=True, exist_ok=True)
+    shape = {**BART_TINY, **config_overrides}
+    bpe_vocab = min(shape.get("vocab_size", 400), 400)
+    _train_byte_level_bpe(folder, bpe_vocab, seed)
+    shape.setdefault("vocab_size", bpe_vocab)
+    special = dict(pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2)
+    config = AutoConfig.for_model(spec["model_type"], scale_embedding=spec["scale_embedding"],
+                                  tie_word_embeddings=spec["tied"], forced_eos_token_id=2, **special, **shape)
+    model = AutoModelForSeq2SeqLM.from_config(config).eval()
+    _init_bart_like(model, seed)
+    if degenerate is not None:
+        import torch
+
+        with torch.no_grad():
+            if degenerate == "repeat":  # as in _build_t5: one embedding component read by one output row
+                model.model.shared.weight[:, 0] = 10.0
+                model.final_logits_bias.zero_()
+                model.final_logits_bias[0, REPEATED_TOKEN] = 60.0
+            else:
+                model.lm_head.weight.zero_() if not spec["tied"] else model.model.shared.weight.mul_(0.0)
+                model.final_logits_bias.zero_()
+    model.save_pretrained(folder)
+    GenerationConfig(**special, forced_bos_token_id=0, forced_eos_token_id=2).save_pretrained(folder)
     return folder

@@ -227,7 +227,8 @@ def _convert_into(result, src, output, *, overwrite, opset, with_past, validate,
             raise NoTokenizerError(
                 f"the tokenizer of {source} has ids up to {beyond}, past the model's vocabulary ({src.config.vocab_size} "
                 "tokens): text containing them would crash the export. Is tokenizer_config.json missing or from "
-                "another model? (Without it, T5's tokenizer adds 100 <extra_id_*> tokens.)"
+                "another model?" + (" (Without it, T5's tokenizer adds 100 <extra_id_*> tokens.)"
+                                    if src.family.sentencepiece_tokenizer == "T5Tokenizer" else "")
             )
         result.notes += [f"the tokenizer looks wrong for this model: {p}" for p in
                          tokenizer_problems(tmp / "tokenizer.json", src.config.vocab_size)]

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import difflib
 
+from .bart import BART
 from .base import CacheLayout, ModelFamily, hub_names
 from .t5 import T5
 
-
-FAMILIES: tuple[ModelFamily, ...] = (T5,)
+FAMILIES: tuple[ModelFamily, ...] = (T5, BART)
 
 # Families people ask for that we do not export yet: their checkpoints still get a "did you mean".
 _PLANNED_CHECKPOINTS = {
-    **hub_names("facebook", "bart", ("base", "large", "large-cnn")),
     **hub_names("google", "pegasus", ("xsum", "large")),
 }
 
