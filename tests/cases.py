@@ -16,10 +16,12 @@ FAMILY_CASES = {
     # BART family
     "bart": ("bart", {}),  # byte-level BPE, tied, final_logits_bias, forced BOS/EOS
     "bart more decoder than encoder layers": ("bart", {"encoder_layers": 1, "decoder_layers": 3}),
+    # Pegasus
+    "pegasus": ("pegasus", {}),  # sinusoidal positions, pre-layer-norm, scaled embeddings; not in Transformers.js
 }
 
 # Model types Transformers.js 4.3.1 does not know: exported for ONNX Runtime only.
-NOT_IN_TRANSFORMERSJS = {"umt5"}
+NOT_IN_TRANSFORMERSJS = {"umt5", "pegasus"}
 
 # One case per family for the slowest runtime (the browser).
 BROWSER_CASES = ["t5", "flan-t5", "mt5", "t5 more decoder than encoder layers", "bart"]

@@ -10,7 +10,7 @@ import pytest
 from seq2seq_onnx.cli import main
 from seq2seq_onnx.convert import convert
 
-from cases import transformersjs_cases
+from cases import NOT_IN_TRANSFORMERSJS, transformersjs_cases
 
 if shutil.which("node") is None:
     if os.environ.get("CI"):
@@ -32,13 +32,18 @@ def test_every_family_in_both_runtimes(family_export, case):
     assert all(len(c["ids"]) > 2 for c in check.cases[:2])
 
 
-def test_umt5_is_reported_not_failed(make_model, tmp_path, capsys):
-    """Transformers.js 4.3.1 has no umt5: the export is made (for ONNX Runtime) and the summary says so."""
-    result = convert(str(make_model("umt5")), tmp_path / "out", progress=False, transformersjs=True)
+@pytest.mark.parametrize("variant", sorted(NOT_IN_TRANSFORMERSJS))
+def test_model_types_transformersjs_lacks_are_reported_not_failed(make_model, tmp_path, capsys, variant):
+    """Transformers.js 4.3.1 has no umt5 and no pegasus: the export is made (for ONNX Runtime) and every command says so."""
+    result = convert(str(make_model(variant)), tmp_path / "out", progress=False, transformersjs=True)
     assert result.verification.passed and result.transformersjs is None
-    assert any("does not know model_type 'umt5'" in n for n in result.notes)
+    assert any(f"does not know model_type '{variant}'" in n for n in result.notes)
     assert main(["inspect", str(tmp_path / "out")]) == 1
     assert "Transformers.js (4.3.1) does not support" in capsys.readouterr().out
+    assert main(["verify", str(tmp_path / "out")]) == 0  # checked in Python, with a note
+    out = capsys.readouterr().out
+    assert f"does not support model_type '{variant}'; checked in Python ONNX Runtime only" in out
+    assert main(["verify", str(tmp_path / "out"), "--runtime", "transformers.js"]) == 2
 
 
 def test_verify_command_every_dtype(tmp_path, capsys):

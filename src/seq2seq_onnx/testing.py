@@ -36,7 +36,14 @@ VARIANTS = {
     "umt5": dict(model_type="umt5", feed_forward_proj="gated-gelu", tied=False),
     # BART (bart-large-cnn's settings): byte-level BPE, tied embeddings, final_logits_bias,
     # decoder starts from </s>, forced <s> first and </s> at the end
-    "bart": dict(model_type="bart", tied=True, scale_embedding=False),
+    "bart": dict(model_type="bart", tied=True, scale_embedding=False, tokenizer="bpe",
+                 special=dict(pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2),
+                 generation=dict(forced_bos_token_id=0, forced_eos_token_id=2)),
+    # Pegasus (pegasus-xsum's settings): sentencepiece shifted by 103 reserved ids, scaled
+    # embeddings, sinusoidal positions, pre-layer-norm; decoder starts from <pad>
+    "pegasus": dict(model_type="pegasus", tied=True, scale_embedding=True, tokenizer="pegasus",
+                    special=dict(pad_token_id=0, eos_token_id=1, decoder_start_token_id=0),
+                    generation=dict(forced_eos_token_id=1)),
 }
 
 REPEATED_TOKEN = 7  # the answer of build_model(degenerate="repeat")
@@ -206,22 +213,35 @@ def _init_bart_like(model, seed: int) -> None:
             model.final_logits_bias.normal_(0.0, 0.5)  # a buffer: the export must carry it
 
 
-def _train_byte_level_bpe(folder: Path, vocab_size: int, seed: int) -> None:
-    """vocab.json + merges.txt of a byte-level BPE (BART's kind), and tokenizer files from transformers."""
-    from tokenizers import ByteLevelBPETokenizer
+def _save_tokenizer(folder: Path, tokenizer_class: str) -> int:
+    """tokenizer.json and friends from the files in `folder`, as transformers writes them; returns the vocabulary size."""
     from transformers import AutoTokenizer
 
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(sample_text(seed=seed), vocab_size=vocab_size, min_frequency=2,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], show_progress=False)
-    bpe.save_model(str(folder))
-    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BartTokenizer"}))
-    AutoTokenizer.from_pretrained(folder).save_pretrained(folder)
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": tokenizer_class}))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     config_path = folder / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
     for key in ("is_local", "local_files_only"):
         config.pop(key, None)
     config_path.write_text(json.dumps(config, indent=2) + "\n")
+    return len(tokenizer)
+
+
+def _train_tokenizer(folder: Path, kind: str, seed: int) -> int:
+    """The family's kind of tokenizer, trained on generated text; returns its vocabulary size."""
+    if kind == "bpe":  # BART: byte-level BPE, vocab.json + merges.txt
+        from tokenizers import ByteLevelBPETokenizer
+
+        bpe = ByteLevelBPETokenizer()
+        bpe.train_from_iterator(sample_text(seed=seed), vocab_size=400, min_frequency=2,
+                                special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], show_progress=False)
+        bpe.save_model(str(folder))
+        return _save_tokenizer(folder, "BartTokenizer")
+    if kind == "pegasus":  # sentencepiece with pad 0, eos 1, unk 2; the tokenizer shifts it by 103
+        train_sentencepiece(folder, seed=seed)
+        return _save_tokenizer(folder, "PegasusTokenizer")
+    raise ValueError(f"unknown tokenizer kind {kind!r}")
 
 
 def _build_bart_like(folder: Path, variant: str, seed: int, degenerate: str | None, **config_overrides) -> Path:
@@ -230,25 +250,25 @@ def _build_bart_like(folder: Path, variant: str, seed: int, degenerate: str | No
     spec = VARIANTS[variant]
     folder.mkdir(parents=True, exist_ok=True)
     shape = {**BART_TINY, **config_overrides}
-    bpe_vocab = min(shape.get("vocab_size", 400), 400)
-    _train_byte_level_bpe(folder, bpe_vocab, seed)
-    shape.setdefault("vocab_size", bpe_vocab)
-    special = dict(pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2)
+    shape.setdefault("vocab_size", _train_tokenizer(folder, spec["tokenizer"], seed))
+    special = spec["special"]
     config = AutoConfig.for_model(spec["model_type"], scale_embedding=spec["scale_embedding"],
-                                  tie_word_embeddings=spec["tied"], forced_eos_token_id=2, **special, **shape)
+                                  tie_word_embeddings=spec["tied"], **special, **spec["generation"], **shape)
     model = AutoModelForSeq2SeqLM.from_config(config).eval()
     _init_bart_like(model, seed)
     if degenerate is not None:
         import torch
 
         with torch.no_grad():
+            bias = getattr(model, "final_logits_bias", None)
             if degenerate == "repeat":  # as in _build_t5: one embedding component read by one output row
                 model.model.shared.weight[:, 0] = 10.0
-                model.final_logits_bias.zero_()
-                model.final_logits_bias[0, REPEATED_TOKEN] = 60.0
+                bias.zero_()
+                bias[0, REPEATED_TOKEN] = 60.0
             else:
-                model.lm_head.weight.zero_() if not spec["tied"] else model.model.shared.weight.mul_(0.0)
-                model.final_logits_bias.zero_()
+                model.model.shared.weight.mul_(0.0)
+                if bias is not None:
+                    bias.zero_()
     model.save_pretrained(folder)
-    GenerationConfig(**special, forced_bos_token_id=0, forced_eos_token_id=2).save_pretrained(folder)
+    GenerationConfig(**special, **spec["generation"]).save_pretrained(folder)
     return folder

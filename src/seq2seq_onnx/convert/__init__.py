@@ -214,7 +214,8 @@ def _convert_into(result, src, output, *, overwrite, opset, with_past, validate,
         # The tokenizer first: a checkpoint without a usable one fails before minutes of export.
         stages.start("writing tokenizer")
         result.notes += write_tokenizer_files(
-            src.ref, tmp, src.family.sentencepiece_tokenizer, trust_remote_code=trust_remote_code, **src.hub_kwargs
+            src.ref, tmp, src.family.sentencepiece_tokenizer, trust_remote_code=trust_remote_code,
+            check_spiece=src.family.spiece_ids_are_token_ids, **src.hub_kwargs
         )
         if regular_token_count(tmp / "tokenizer.json") == 0:
             raise NoTokenizerError(

@@ -113,11 +113,14 @@ def write_tokenizer_files(
     sentencepiece_class: str | None = None,
     trust_remote_code: bool = False,
     local_files_only: bool = False,
+    check_spiece: bool = True,
 ) -> list[str]:
     """Write tokenizer.json, tokenizer_config.json, special_tokens_map.json (and spiece.model).
 
     `sentencepiece_class` names the transformers class that can convert the family's
-    spiece.model when AutoTokenizer cannot. Returns notes for the user (e.g. that the source's own tokenizer.json had to be rebuilt).
+    spiece.model when AutoTokenizer cannot. `check_spiece`: the family's token ids are
+    spiece.model's own ids (T5), so tokenizer.json is checked against sentencepiece itself;
+    families that shift them (Pegasus) or map them through a vocabulary are not. Returns notes for the user (e.g. that the source's own tokenizer.json had to be rebuilt).
     Raises NoTokenizerError (exit 2) when the source's tokenizer files are missing or unreadable,
     TokenizerMismatchError (exit 1) if no tokenizer.json we can make agrees with spiece.model.
     """
@@ -142,6 +145,9 @@ def write_tokenizer_files(
             "which Transformers.js needs"
         )
     spiece = find_file(source, "spiece.model", local_files_only)
+    if spiece is not None and not check_spiece:
+        shutil.copyfile(spiece, out_dir / "spiece.model")  # kept for other tools; its ids are not the model's
+        return notes
     if spiece is None:
         return notes
     shutil.copyfile(spiece, out_dir / "spiece.model")

@@ -26,6 +26,9 @@ class ModelFamily:
     sentencepiece_tokenizer: str | None = None
     # model_type values Transformers.js (4.3.1) knows; others run in ONNX Runtime only.
     transformersjs_model_types: tuple[str, ...] = ()
+    # The model's token ids are spiece.model's own ids (plus EOS), so tokenizer.json can be checked
+    # against sentencepiece itself (T5); other families shift or remap them.
+    spiece_ids_are_token_ids: bool = False
 
     def cache_layout(self, config) -> CacheLayout:  # pragma: no cover - abstract
         """The decoder cache's shape from a transformers config (or any object with its attributes)."""

@@ -19,6 +19,7 @@ T5 = T5Family(
     model_types=("t5", "mt5", "umt5"),
     sentencepiece_tokenizer="T5Tokenizer",
     transformersjs_model_types=("t5", "mt5"),  # no "umt5" in @huggingface/transformers 4.3.1
+    spiece_ids_are_token_ids=True,
     hub_checkpoints={
         **hub_names("google-t5", "t5", ("small", "base", "large", "3b", "11b")),
         **hub_names("google", "flan-t5", ("small", "base", "large", "xl", "xxl")),
