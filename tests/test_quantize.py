@@ -11,6 +11,9 @@ from seq2seq_onnx import Seq2SeqOnnxModel
 from seq2seq_onnx.convert import convert
 from seq2seq_onnx.quantize import MODES, quantize_folder
 
+# One case per family (the T5 family's quantization has its own tests above).
+FAMILY_QUANTIZE_CASES = ["bart", "pegasus"]
+
 SUFFIXES = {"q8": "_quantized", "int8": "_int8", "uint8": "_uint8", "q4": "_q4", "q4f16": "_q4f16", "bnb4": "_bnb4", "fp16": "_fp16"}
 # op types that prove the weights of a dtype are quantized (inside the If branches for the decoder)
 QUANT_OPS = {"q8": "MatMulInteger", "int8": "MatMulInteger", "uint8": "MatMulInteger", "q4": "MatMulNBits",
@@ -155,3 +158,26 @@ def test_quantize_command_and_legacy_flag(converted, make_model, tmp_path, capsy
     onnx_dir = tmp_path / "models" / make_model().name / "onnx"
     assert sorted(p.name for p in onnx_dir.glob("encoder_model*.onnx")) == [
         "encoder_model.onnx", "encoder_model_q4.onnx", "encoder_model_quantized.onnx"]
+
+
+@pytest.mark.parametrize("case", FAMILY_QUANTIZE_CASES)
+def test_every_dtype_of_every_family_runs(family_export, tmp_path, case):
+    """Each dtype is loaded and run in ONNX Runtime (and in Transformers.js under Node where it knows the family)
+    before it is kept; every one must be kept, tied embeddings (BART-like q8 of a shared Gather) included."""
+    import os
+    import shutil as sh
+
+    from seq2seq_onnx.export.families import transformersjs_supports
+
+    src, out, _ = family_export(case)
+    folder = tmp_path / "model"
+    shutil.copytree(out, folder)
+    model_type = json.loads((folder / "config.json").read_text())["model_type"]
+    node = sh.which("node") is not None and transformersjs_supports(model_type)
+    if os.environ.get("CI") and transformersjs_supports(model_type):
+        assert node, "Node.js is required in CI"
+    reports = quantize_folder(folder, MODES, transformersjs=node)
+    assert {r.dtype: r.reason for r in reports if not r.kept} == {}
+    for dtype in MODES:
+        model = Seq2SeqOnnxModel.from_pretrained(folder, dtype=dtype)
+        assert model.generate_text(["Hello there"], max_new_tokens=4)
