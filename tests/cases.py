@@ -18,13 +18,24 @@ FAMILY_CASES = {
     "bart more decoder than encoder layers": ("bart", {"encoder_layers": 1, "decoder_layers": 3}),
     # Pegasus
     "pegasus": ("pegasus", {}),  # sinusoidal positions, pre-layer-norm, scaled embeddings; not in Transformers.js
+    # mBART: mBART-50 (codes first, forced target) and cc25 (codes last, decoder starts from the target)
+    "mbart50": ("mbart50", {}),
+    "mbart": ("mbart", {}),
+    # M2M100 (vocab.json + sentencepiece, __xx__ codes) and NLLB (BPE sentencepiece, eng_Latn codes)
+    "m2m100": ("m2m100", {}),
+    "nllb": ("nllb", {}),
+    # Marian: two sentencepiece models and one vocab.json; multi-target checkpoints with >>xx<< tags
+    "marian": ("marian", {}),
+    "marian-multi": ("marian-multi", {}),
+    "marian fewer decoder than encoder layers": ("marian", {"encoder_layers": 3, "decoder_layers": 1}),
 }
 
 # Model types Transformers.js 4.3.1 does not know: exported for ONNX Runtime only.
 NOT_IN_TRANSFORMERSJS = {"umt5", "pegasus"}
 
 # One case per family for the slowest runtime (the browser).
-BROWSER_CASES = ["t5", "flan-t5", "mt5", "t5 more decoder than encoder layers", "bart"]
+BROWSER_CASES = ["t5", "flan-t5", "mt5", "t5 more decoder than encoder layers", "bart", "mbart50", "m2m100", "nllb",
+                 "marian"]
 
 
 def transformersjs_cases() -> dict:

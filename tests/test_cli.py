@@ -45,7 +45,7 @@ def test_non_seq2seq_model_says_what_is_supported(capsys, tmp_path):
     code, _, err = run(capsys, bert, "-o", tmp_path / "out")
     assert code == 2
     assert "'bert'" in err and "not an encoder-decoder" in err
-    assert "Supported model types: t5, mt5, umt5" in err
+    assert "Supported model types: t5, mt5, umt5, bart, mbart, marian, m2m_100, pegasus" in err
     assert "Traceback" not in err
 
 

@@ -12,7 +12,7 @@ from seq2seq_onnx.convert import convert
 from seq2seq_onnx.quantize import MODES, quantize_folder
 
 # One case per family (the T5 family's quantization has its own tests above).
-FAMILY_QUANTIZE_CASES = ["bart", "pegasus"]
+FAMILY_QUANTIZE_CASES = ["bart", "pegasus", "mbart50", "m2m100", "nllb", "marian"]
 
 SUFFIXES = {"q8": "_quantized", "int8": "_int8", "uint8": "_uint8", "q4": "_q4", "q4f16": "_q4f16", "bnb4": "_bnb4", "fp16": "_fp16"}
 # op types that prove the weights of a dtype are quantized (inside the If branches for the decoder)

@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--dtype", default="fp32", help="which ONNX files to load: fp32 (default), fp16, q8, int8, uint8, q4, q4f16, bnb4")
     gen.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
     gen.add_argument("--json", action="store_true", help="print JSON lines {input, output} instead of plain text")
+    langs = gen.add_argument_group("translation (mBART-50, M2M100, NLLB, multi-target Marian)")
+    langs.add_argument("--src-lang", help="source language code, e.g. en_XX, en (M2M100), eng_Latn (NLLB)")
+    langs.add_argument("--tgt-lang", help="target language code, e.g. fr_XX, fr, fra_Latn, fra (Marian >>fra<<)")
     decoding = gen.add_argument_group("decoding options (default: generation_config.json)")
     decoding.add_argument("--max-new-tokens", type=int, help="tokens to generate at most (takes precedence over max_length)")
     decoding.add_argument("--max-length", type=int, help="decoder length at most, start token included (transformers' "
@@ -312,6 +315,10 @@ def _run_generate(args) -> int:
     with warnings.catch_warnings():  # (advice about the options is given once, when generating)
         warnings.simplefilter("ignore")
         model.generation_options.updated(**options)  # bad values fail here, before any input is read
+    languages = {"src_lang": args.src_lang, "tgt_lang": args.tgt_lang}
+    if any(languages.values()):
+        model.languages.apply(**languages)  # unknown codes fail here too, before any input is read
+    options = {**languages, **options}
     if args.texts and target is None:
         outputs = model.generate_text(list(args.texts), **options)
         per_input = len(outputs) // len(args.texts)

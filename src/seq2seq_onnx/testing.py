@@ -44,6 +44,18 @@ VARIANTS = {
     "pegasus": dict(model_type="pegasus", tied=True, scale_embedding=True, tokenizer="pegasus",
                     special=dict(pad_token_id=0, eos_token_id=1, decoder_start_token_id=0),
                     generation=dict(forced_eos_token_id=1)),
+    # The translation families: ids come from `build_tokenizer_files` (the hub checkpoints' files).
+    # mBART-50: pre-layer-norm, language codes first in the source, target forced as first token
+    "mbart50": dict(model_type="mbart", tied=True, scale_embedding=True, tokenizer="mbart50", generation={}),
+    # mBART cc25 / en-ro: the code after </s>; the decoder starts from the target code
+    "mbart": dict(model_type="mbart", tied=True, scale_embedding=True, tokenizer="mbart", generation={}),
+    # M2M100 (vocab.json + sentencepiece) and NLLB (BPE sentencepiece, 202 codes): model_type m2m_100
+    "m2m100": dict(model_type="m2m_100", tied=True, scale_embedding=True, tokenizer="m2m100", generation={}),
+    "nllb": dict(model_type="m2m_100", tied=True, scale_embedding=True, tokenizer="nllb", generation={}),
+    # Marian (opus-mt): decoder starts from <pad>, <pad> banned, </s> forced at the end
+    "marian": dict(model_type="marian", tied=True, scale_embedding=True, tokenizer="marian", generation="marian"),
+    "marian-multi": dict(model_type="marian", tied=True, scale_embedding=True, tokenizer="marian-multi",
+                         generation="marian"),
 }
 
 REPEATED_TOKEN = 7  # the answer of build_model(degenerate="repeat")
@@ -204,7 +216,9 @@ def _init_bart_like(model, seed: int) -> None:
             elif "embed_positions" in name:
                 param.normal_(0.0, 1.0)
             elif "embed" in name or name.endswith("shared.weight"):
-                param.normal_(0.0, 0.3)
+                # 0.3 after the embedding scale (sqrt(d_model) where the family scales)
+                scale = model.config.d_model ** 0.5 if getattr(model.config, "scale_embedding", False) else 1.0
+                param.normal_(0.0, 0.3 / scale)
             elif name.endswith("bias"):
                 param.normal_(0.0, 0.1)
             else:
@@ -250,10 +264,19 @@ def _build_bart_like(folder: Path, variant: str, seed: int, degenerate: str | No
     spec = VARIANTS[variant]
     folder.mkdir(parents=True, exist_ok=True)
     shape = {**BART_TINY, **config_overrides}
-    shape.setdefault("vocab_size", _train_tokenizer(folder, spec["tokenizer"], seed))
-    special = spec["special"]
+    generation = spec["generation"]
+    if "special" in spec:
+        shape.setdefault("vocab_size", _train_tokenizer(folder, spec["tokenizer"], seed))
+        special = spec["special"]
+    else:
+        facts = build_tokenizer_files(folder, spec["tokenizer"], seed)
+        shape.setdefault("vocab_size", facts["vocab_size"])
+        special = {k: facts[k] for k in ("pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id")
+                   if facts.get(k) is not None}
+        if generation == "marian":  # opus-mt's generation_config.json
+            generation = dict(bad_words_ids=[[facts["pad_token_id"]]], forced_eos_token_id=facts["eos_token_id"])
     config = AutoConfig.for_model(spec["model_type"], scale_embedding=spec["scale_embedding"],
-                                  tie_word_embeddings=spec["tied"], **special, **spec["generation"], **shape)
+                                  tie_word_embeddings=spec["tied"], **special, **shape)
     model = AutoModelForSeq2SeqLM.from_config(config).eval()
     _init_bart_like(model, seed)
     if degenerate is not None:
@@ -270,5 +293,192 @@ def _build_bart_like(folder: Path, variant: str, seed: int, degenerate: str | No
                 if bias is not None:
                     bias.zero_()
     model.save_pretrained(folder)
-    GenerationConfig(**special, **spec["generation"]).save_pretrained(folder)
+    GenerationConfig(**special, **generation).save_pretrained(folder)
     return folder
+
+
+# --- Tokenizer files of the sentencepiece translation / summarization families ----------------------
+#
+# `build_tokenizer_files(folder, kind)` writes what a hub checkpoint of each family ships next to its
+# weights (sentencepiece model(s), vocab.json where the family has one, tokenizer_config.json and
+# special_tokens_map.json as the real checkpoints have them) and returns the ids the model's config
+# must use. The sentencepiece models are trained on generated multilingual text (Latin with accents,
+# Cyrillic, CJK, kana, a few emoji), small enough to train in about a second.
+
+TOKENIZER_KINDS = ("mbart50", "mbart", "nllb", "m2m100", "m2m100-bpe", "marian", "marian-multi", "pegasus")
+
+_LEXICON = {
+    "en": "the house is wonderful and the weather today was nice we went to the market with friends people say "
+          "hello world translation model small test numbers quick brown fox jumps over lazy dog studies have shown "
+          "that owning a dog is good summarize question answer".split(),
+    "fr": "la maison est merveilleuse et le temps aujourd'hui était beau nous sommes allés au marché avec des amis "
+          "été déjà où français garçon très bientôt cœur naïve l'ami d'un".split(),
+    "de": "das Haus ist wunderbar und das Wetter heute war schön wir gingen mit Freunden zum Markt Straße Grüße "
+          "Mädchen über".split(),
+    "ro": "casa este minunată și vremea astăzi a fost frumoasă am mers la piață cu prietenii".split(),
+    "ru": "дом прекрасен и погода сегодня была хорошая мы пошли на рынок с друзьями".split(),
+}
+_CHARS = {"zh": "东京是日本的首都你好世界我们今天去市场天气很好朋友", "ja": "これはテストですカタカナひらがな漢字"}
+_EMOJI = ["😀", "👍", "🎉", "❤️", "🚀"]
+_PUNCT = [".", ",", "!", "?", ";", ":", "'", '"', "(", ")", "-", "%", "&", "<", ">"]
+
+
+def multilingual_text(langs, n_lines: int = 2000, seed: int = 0) -> list[str]:
+    """Generated lines in `langs` (keys of the lexicon above, or "zh"/"ja" for character text)."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n_lines):
+        lang = rng.choice(langs)
+        if lang in _CHARS:
+            line = "".join(rng.choice(_CHARS[lang]) for _ in range(rng.randint(3, 14)))
+            lines.append(line + ("。" if lang == "zh" else ""))
+            continue
+        line = " ".join(rng.choice(_LEXICON[lang]) for _ in range(rng.randint(3, 12)))
+        if rng.random() < 0.3:
+            line += rng.choice(_PUNCT)
+        if rng.random() < 0.2:
+            line += " " + str(rng.randint(0, 99999))
+        if rng.random() < 0.05:
+            line += " " + rng.choice(_EMOJI)
+        lines.append(line.capitalize() if rng.random() < 0.3 else line)
+    return lines
+
+
+def _train_spm(prefix: Path, langs, vocab_size: int, seed: int, model_type: str = "unigram", **ids) -> Path:
+    import sentencepiece as spm
+
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(multilingual_text(langs, seed=seed)), model_prefix=str(prefix), vocab_size=vocab_size,
+        model_type=model_type, character_coverage=1.0, minloglevel=2, num_threads=1, **ids)
+    Path(str(prefix) + ".vocab").unlink(missing_ok=True)
+    return Path(str(prefix) + ".model")
+
+
+def _spm_pieces(model: Path) -> list[tuple[str, int]]:
+    """(piece, type) of every piece of a sentencepiece model, in id order."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model.read_bytes())
+    return [(p.piece, p.type) for p in proto.pieces]
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def _added_token(content: str, lstrip: bool = False, normalized: bool = True) -> dict:
+    return {"content": content, "single_word": False, "lstrip": lstrip, "rstrip": False, "normalized": normalized,
+            "special": True, "__type": "AddedToken"}
+
+
+def build_tokenizer_files(folder, kind: str, seed: int = 0) -> dict:
+    """Write the tokenizer files a hub checkpoint of `kind` ships into `folder`; return the ids its config needs.
+
+    kind: "mbart50" (facebook/mbart-large-50-*: sentencepiece.bpe.model, MBart50Tokenizer with src_lang/tgt_lang),
+    "mbart" (mbart-large-cc25 / en-ro: MBartTokenizer), "nllb" (sentencepiece.bpe.model of BPE type,
+    NllbTokenizer with its 202 language codes), "m2m100" (vocab.json in fairseq dictionary order +
+    sentencepiece.bpe.model, M2M100Tokenizer with language_codes "m2m100" and 8 made-up words; "m2m100-bpe" the
+    same with a BPE sentencepiece model),
+    "marian" / "marian-multi" (opus-mt: source.spm, target.spm and one vocab.json shared by both sides, <pad>
+    last; "-multi" adds `>>xx<<` target-language tags to vocab.json, as opus-mt-en-mul does), "pegasus"
+    (spiece.model with pad 0, eos 1, unk 2; PegasusTokenizer shifts it by 103).
+
+    Returns {"vocab_size", "pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id",
+    "lang_codes": {language token as written in text ("en_XX", "eng_Latn", "__en__", ">>fra<<"): id}}:
+    the sizes and ids the model's config.json / generation_config.json must use (the family's usual choices:
+    Marian starts the decoder from <pad>, mBART / M2M100 / NLLB from </s> = 2, Pegasus from <pad> = 0; mbart-large-
+    en-ro starts from its target code instead, lang_codes has it). The files are what `spm_json.tokenizer_json_for`
+    converts; tokenizer.json is not among them (the converter writes it).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if kind not in TOKENIZER_KINDS:
+        raise ValueError(f"unknown tokenizer kind {kind!r}: one of {', '.join(TOKENIZER_KINDS)}")
+    from .export import spm_json
+
+    all_langs = ["en", "fr", "de", "ro", "ru", "zh", "ja"]
+    fairseq_specials = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
+                        "pad_token": "<pad>", "cls_token": "<s>"}
+    fairseq_ids = {"pad_token_id": 1, "eos_token_id": 2, "bos_token_id": 0, "decoder_start_token_id": 2}
+
+    if kind in ("mbart50", "mbart", "nllb"):
+        model_type = "bpe" if kind == "nllb" else "unigram"  # NLLB's sentencepiece.bpe.model really is BPE
+        spm_file = _train_spm(folder / "sentencepiece.bpe", all_langs, 800, seed, model_type)
+        codes = {"mbart50": spm_json.MBART50_LANGUAGE_CODES, "mbart": spm_json.MBART_LANGUAGE_CODES,
+                 "nllb": spm_json.NLLB_LANGUAGE_CODES}[kind]
+        n = len(_spm_pieces(spm_file))
+        # fairseq dictionary: <s> <pad> </s> <unk>, sentencepiece ids 3.. shifted by one, the codes, <mask> last
+        lang_codes = {code: n + 1 + i for i, code in enumerate(codes)}
+        src, tgt = {"mbart50": ("en_XX", "ro_RO"), "mbart": ("en_XX", "ro_RO"), "nllb": ("eng_Latn", "fra_Latn")}[kind]
+        cls = {"mbart50": "MBart50Tokenizer", "mbart": "MBartTokenizer", "nllb": "NllbTokenizer"}[kind]
+        config = {"tokenizer_class": cls, "src_lang": src, "tgt_lang": tgt, **fairseq_specials,
+                  "mask_token": _added_token("<mask>", lstrip=True), "model_max_length": 1024, "sp_model_kwargs": {},
+                  "additional_special_tokens": list(codes)}
+        if kind == "nllb":
+            config["legacy_behaviour"] = False
+        _write_json(folder / "tokenizer_config.json", config)
+        _write_json(folder / "special_tokens_map.json", {**fairseq_specials, "mask_token": config["mask_token"],
+                                                         "additional_special_tokens": list(codes)})
+        return {"vocab_size": n + 1 + len(codes) + 1, **fairseq_ids, "lang_codes": lang_codes}
+
+    if kind in ("m2m100", "m2m100-bpe"):
+        model_type = "bpe" if kind == "m2m100-bpe" else "unigram"
+        spm_file = _train_spm(folder / "sentencepiece.bpe", all_langs, 800, seed, model_type)
+        pieces = [p for p, t in _spm_pieces(spm_file) if t == 1]  # normal pieces; <unk>, <s>, </s> are control
+        random.Random(seed).shuffle(pieces)  # fairseq's dictionary is ordered by corpus frequency, not spm score
+        vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+        for piece in pieces:
+            vocab[piece] = len(vocab)
+        _write_json(folder / "vocab.json", vocab)
+        codes = spm_json.M2M100_LANGUAGE_CODES
+        config = {"tokenizer_class": "M2M100Tokenizer", "src_lang": "en", "tgt_lang": "fr", "language_codes": "m2m100",
+                  "num_madeup_words": 8, **{k: v for k, v in fairseq_specials.items() if k != "cls_token"},
+                  "model_max_length": 1024, "sp_model_kwargs": {},
+                  "additional_special_tokens": [f"__{c}__" for c in codes]}
+        _write_json(folder / "tokenizer_config.json", config)
+        _write_json(folder / "special_tokens_map.json", {k: v for k, v in config.items() if k.endswith("_token")
+                                                         or k == "additional_special_tokens"})
+        lang_codes = {f"__{c}__": len(vocab) + i for i, c in enumerate(codes)}
+        return {"vocab_size": len(vocab) + len(codes) + 8, **fairseq_ids, "lang_codes": lang_codes}
+
+    if kind in ("marian", "marian-multi"):
+        multi = kind == "marian-multi"
+        _train_spm(folder / "source", ["en", "en", "en", "ru"], 400, seed).rename(folder / "source.spm")
+        target_langs = ["fr", "de", "ro", "zh", "ja"] if multi else ["fr", "fr", "de"]
+        _train_spm(folder / "target", target_langs, 500, seed + 1).rename(folder / "target.spm")
+        src_p = [p for p, t in _spm_pieces(folder / "source.spm") if t == 1]
+        tgt_p = [p for p, t in _spm_pieces(folder / "target.spm") if t == 1]
+        body = sorted(set(src_p) | set(tgt_p))
+        random.Random(seed).shuffle(body)  # Marian's vocabulary order is its own, unrelated to either spm
+        tags = [">>fra<<", ">>deu<<", ">>ron<<", ">>zho<<", ">>jpn<<"] if multi else []
+        vocab = {"</s>": 0, "<unk>": 1}
+        for piece in tags + body:
+            vocab[piece] = len(vocab)
+        vocab["<pad>"] = len(vocab)
+        _write_json(folder / "vocab.json", vocab)
+        specials = {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
+        _write_json(folder / "tokenizer_config.json", {
+            "tokenizer_class": "MarianTokenizer", "source_lang": "en", "target_lang": "mul" if multi else "fr",
+            "separate_vocabs": False, "target_vocab_file": None, **specials, "model_max_length": 512,
+            "sp_model_kwargs": {}})
+        _write_json(folder / "special_tokens_map.json", specials)
+        pad = vocab["<pad>"]
+        return {"vocab_size": len(vocab), "pad_token_id": pad, "eos_token_id": 0, "bos_token_id": 0,
+                "decoder_start_token_id": pad, "lang_codes": {t: vocab[t] for t in tags}}
+
+    # pegasus: ids 0..104 are <pad> </s> <mask_1> <mask_2> <unk_2>..<unk_102>; sentencepiece id i is i + 103
+    # (its <unk>, id 2, is 105)
+    spm_file = _train_spm(folder / "spiece", all_langs, 600, seed, pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
+    n = len(_spm_pieces(spm_file))
+    extra = ["<mask_1>"] + [f"<unk_{i}>" for i in range(2, 103)]
+    config = {"tokenizer_class": "PegasusTokenizer", "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>",
+              "mask_token": "<mask_2>", "mask_token_sent": "<mask_1>", "offset": 103,
+              "additional_special_tokens": extra, "model_max_length": 512, "sp_model_kwargs": {}}
+    _write_json(folder / "tokenizer_config.json", config)
+    _write_json(folder / "special_tokens_map.json", {k: config[k] for k in
+                                                     ("pad_token", "eos_token", "unk_token", "mask_token",
+                                                      "additional_special_tokens")})
+    return {"vocab_size": n + 103, "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": None,
+            "decoder_start_token_id": 0, "lang_codes": {}}

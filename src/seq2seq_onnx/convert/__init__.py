@@ -192,7 +192,7 @@ def convert(
 def _convert_into(result, src, output, *, overwrite, opset, with_past, validate, trust_remote_code, max_new_tokens, quantize,
                   transformersjs, progress) -> None:
     """The conversion proper, in a partial folder moved to `output` at the end (SIGTERM acts as Ctrl-C here)."""
-    from ..export.tokenizer import write_tokenizer_files
+    from ..export.tokenizer import write_family_tokenizer_files, write_tokenizer_files
     from ..inspect import max_token_id, regular_token_count, tokenizer_problems
     from ..verify import DEFAULT_MAX_NEW_TOKENS, verify_export
 
@@ -213,10 +213,13 @@ def _convert_into(result, src, output, *, overwrite, opset, with_past, validate,
                 raise OutputExistsError(f"cannot write the export to {output}: {err.strerror or err}") from None
         # The tokenizer first: a checkpoint without a usable one fails before minutes of export.
         stages.start("writing tokenizer")
-        result.notes += write_tokenizer_files(
-            src.ref, tmp, src.family.sentencepiece_tokenizer, trust_remote_code=trust_remote_code,
-            check_spiece=src.family.spiece_ids_are_token_ids, **src.hub_kwargs
-        )
+        if src.family.tokenizer_kind:
+            result.notes += write_family_tokenizer_files(src.ref, tmp, src.family.tokenizer_kind, **src.hub_kwargs)
+        else:
+            result.notes += write_tokenizer_files(
+                src.ref, tmp, src.family.sentencepiece_tokenizer, trust_remote_code=trust_remote_code,
+                check_spiece=src.family.spiece_ids_are_token_ids, **src.hub_kwargs
+            )
         if regular_token_count(tmp / "tokenizer.json") == 0:
             raise NoTokenizerError(
                 f"no usable tokenizer in {source}: its tokenizer holds special tokens only, so text would encode to "

@@ -167,3 +167,57 @@ def write_tokenizer_files(
             + "\n  ".join(problems)
         )
     return notes
+
+
+# The files a family's tokenizer is built from (export/spm_json.py), kept in the export so that
+# transformers can reload the tokenizer from them too.
+_FAMILY_FILES = ("tokenizer_config.json", "special_tokens_map.json", "config.json", "sentencepiece.bpe.model",
+                 "spiece.model", "source.spm", "target.spm", "vocab.json")
+
+
+def family_tokenizer_kind(family_kind: str, source: str, local_files_only: bool = False) -> str:
+    """The tokenizer construction for a checkpoint: mBART cc25 or mBART-50, M2M100 or NLLB, by tokenizer_config.json."""
+    path = find_file(source, "tokenizer_config.json", local_files_only)
+    cls = ""
+    if path is not None:
+        try:
+            cls = str(json.loads(path.read_text()).get("tokenizer_class") or "").removesuffix("Fast")
+        except (OSError, ValueError):
+            cls = ""
+    if family_kind == "mbart" and cls == "MBart50Tokenizer":
+        return "mbart50"
+    if family_kind == "m2m100" and cls == "NllbTokenizer":
+        return "nllb"
+    return family_kind
+
+
+def write_family_tokenizer_files(source: str, out_dir: Path, family_kind: str, local_files_only: bool = False) -> list[str]:
+    """tokenizer.json + tokenizer_config.json built by the family's construction (see export/spm_json.py).
+
+    For mBART, NLLB and Pegasus transformers 5 writes a tokenizer.json whose whitespace handling
+    differs from sentencepiece; Marian and M2M100 have no tokenizer.json in transformers 5 at all.
+    Returns notes for the user. Raises NoTokenizerError / TokenizerMismatchError (see `tokenizer_json_for`).
+    """
+    from .spm_json import tokenizer_json_for
+
+    kind = family_tokenizer_kind(family_kind, source, local_files_only)
+    found = {name: find_file(source, name, local_files_only) for name in _FAMILY_FILES}
+    present = {name: path for name, path in found.items() if path is not None}
+    if not present:
+        raise NoTokenizerError(f"no tokenizer in {source}: none of {', '.join(_FAMILY_FILES)}")
+    folder = next(iter(present.values())).parent  # a local folder, or the hub snapshot the files came into
+    tokenizer_json, tokenizer_config, info = tokenizer_json_for(folder, kind)
+    (out_dir / "tokenizer.json").write_text(json.dumps(tokenizer_json, ensure_ascii=False, indent=1) + "\n")
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False) + "\n")
+    for name in ("sentencepiece.bpe.model", "spiece.model", "source.spm", "target.spm", "vocab.json",
+                 "special_tokens_map.json"):
+        if name in present:
+            shutil.copyfile(present[name], out_dir / name)
+    notes = []
+    if info.get("missing_from_vocab_json"):
+        missing = info["missing_from_vocab_json"]
+        notes.append(f"{len(missing)} sentencepiece pieces are not in vocab.json and become <unk>, as in transformers "
+                     f"({', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''})")
+    if info.get("repaired"):
+        notes.append(f"tokenizer.json: special-token ids repaired to the checkpoint's layout ({len(info['repaired'])})")
+    return notes

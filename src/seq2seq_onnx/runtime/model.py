@@ -18,7 +18,8 @@ import numpy as np
 from .decoding import GreedyOrSampling, decoder_for
 from .options import GenerationOptions
 from .sessions import DTYPE_SUFFIXES, DecoderRunner, ModelFolderError, DecodingState, open_session
-from .text import stable_prefix_length, clean_up_tokenization, cleans_up_spaces
+from .text import clean_up_tokenization, cleans_up_spaces, stable_prefix_length, strips_decoded_text
+from .translation import Languages, Translation
 
 
 _CONFIG_KEYS = (
@@ -83,6 +84,9 @@ class Seq2SeqOnnxModel:
         self.generation_options = options
         # tokenizer_config.json's `clean_up_tokenization_spaces`, as transformers' decode honours it
         self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
+        # Marian / M2M100: transformers' Python tokenizers strip decoded text (see runtime/text.py)
+        self.strip_decoded = strips_decoded_text(folder)
+        self._languages: Languages | None = None
 
     @classmethod
     def from_pretrained(cls, folder, dtype: str = "fp32", threads: int | None = None, providers=None) -> "Seq2SeqOnnxModel":
@@ -122,11 +126,30 @@ class Seq2SeqOnnxModel:
             clean_up_tokenization_spaces=clean_up,
         )
 
-    def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Right-padded ids and attention mask, as T5 tokenizers pad."""
+    @property
+    def languages(self) -> Languages:
+        """The model's language codes and the family's rule for src_lang / tgt_lang (see runtime/translation.py)."""
+        if self._languages is None:
+            self._languages = Languages(self.folder, self.tokenizer)
+        return self._languages
+
+    def _translation(self, src_lang: str | None, tgt_lang: str | None) -> Translation:
+        if src_lang is None and tgt_lang is None:
+            return Translation(tokenizer=self.tokenizer, options={})
+        return self.languages.apply(src_lang, tgt_lang)
+
+    def tokenize(self, texts: list[str], src_lang: str | None = None, tgt_lang: str | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Right-padded ids [batch, length] and attention mask (int64), as the families' tokenizers pad.
+
+        `src_lang` / `tgt_lang` apply the family's translation rule to the input (source code in the
+        template; Marian's `>>xx<<` tag); the target's generation options come from `generate_text`.
+        Raises ValueError for no text, UnknownLanguageError for a code the model lacks.
+        """
         if not texts:
             raise ValueError("no input text")
-        encodings = self.tokenizer.encode_batch(list(texts))
+        translation = self._translation(src_lang, tgt_lang)
+        encodings = translation.tokenizer.encode_batch([translation.prefix + t for t in texts])
         width = max(len(e.ids) for e in encodings)
         ids = np.full((len(encodings), width), self.generation_options.pad_token_id, dtype=np.int64)
         mask = np.zeros((len(encodings), width), dtype=np.int64)
@@ -171,25 +194,35 @@ class Seq2SeqOnnxModel:
     def decode(self, ids) -> list[str]:
         """Texts of id rows, as transformers' `tokenizer.batch_decode(ids, skip_special_tokens=True)`."""
         texts = self.tokenizer.decode_batch([list(map(int, row)) for row in ids], skip_special_tokens=True)
-        return [clean_up_tokenization(t) for t in texts] if self.clean_up_tokenization_spaces else texts
+        return [self._finish(t) for t in texts]
+
+    def _finish(self, text: str) -> str:
+        text = clean_up_tokenization(text) if self.clean_up_tokenization_spaces else text
+        return text.strip() if self.strip_decoded else text
 
     def _decode_one(self, ids: list[int]) -> str:
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        return clean_up_tokenization(text) if self.clean_up_tokenization_spaces else text
+        return self._finish(self.tokenizer.decode(ids, skip_special_tokens=True))
 
-    def generate_text(self, texts, **options):
-        """Texts in, texts out (one string per input, or per returned sequence with num_return_sequences)."""
+    def generate_text(self, texts, src_lang: str | None = None, tgt_lang: str | None = None, **options):
+        """Texts in, texts out (one string per input, or per returned sequence with num_return_sequences).
+
+        `src_lang` / `tgt_lang`: translation languages by the family's rule (mBART-50, M2M100, NLLB:
+        source code in the input, target as forced first token; mBART cc25: target as decoder
+        start; Marian: `>>xx<<` tag), as transformers' recipes and Transformers.js do.
+        """
         single = isinstance(texts, str)
-        ids, mask = self.tokenize([texts] if single else list(texts))
-        out = self.decode(self.generate(ids, mask, **options))
+        translation = self._translation(src_lang, tgt_lang)
+        ids, mask = self.tokenize([texts] if single else list(texts), src_lang, tgt_lang)
+        out = self.decode(self.generate(ids, mask, **{**translation.options, **options}))
         return out[0] if single and len(out) == 1 else out
 
-    def stream(self, text: str, **options) -> Iterator[str]:
+    def stream(self, text: str, src_lang: str | None = None, tgt_lang: str | None = None, **options) -> Iterator[str]:
         """Yield pieces of the generated text as tokens arrive (greedy or sampling, one input)."""
-        opts = self.generation_options.updated(**options)
+        translation = self._translation(src_lang, tgt_lang)
+        opts = self.generation_options.updated(**{**translation.options, **options})
         if opts.num_beams > 1 or opts.num_return_sequences > 1:
             raise ValueError("stream() generates one sequence: use num_beams=1 and num_return_sequences=1")
-        ids, mask = self.tokenize([text])
+        ids, mask = self.tokenize([text], src_lang, tgt_lang)
         state, _ = self._start(ids, mask, 1)
         generated: list[int] = []
         shown = ""
@@ -203,6 +236,9 @@ class Seq2SeqOnnxModel:
                 # and text whose clean-up the next tokens may change (" ." -> "."): the pieces
                 # must add up to the final text, and a yielded space cannot be taken back
                 stable = clean_up_tokenization(stable[: stable_prefix_length(stable)])
+            if self.strip_decoded:
+                # transformers strips the whole text: no leading space, and a trailing one only once text follows
+                stable = stable.lstrip().rstrip()
             if len(stable) > len(shown) and stable.startswith(shown):
                 yield stable[len(shown) :]
                 shown = stable
@@ -212,10 +248,17 @@ class Seq2SeqOnnxModel:
 
 
 class Text2TextPipeline:
-    """`pipeline("text2text-generation", folder)`, for people coming from transformers."""
+    """`pipeline("text2text-generation" | "translation" | "summarization", folder)`, for people coming from transformers.
 
-    def __init__(self, model: Seq2SeqOnnxModel):
+    Results are keyed as transformers' pipelines key them: `generated_text`, `translation_text`,
+    `summary_text`. A translation pipeline takes `src_lang` / `tgt_lang`.
+    """
+
+    _KEYS = {"text2text-generation": "generated_text", "translation": "translation_text", "summarization": "summary_text"}
+
+    def __init__(self, model: Seq2SeqOnnxModel, task: str = "text2text-generation"):
         self.model = model
+        self.task = task
 
     def __call__(self, inputs, **options):
         single = isinstance(inputs, str)
@@ -223,7 +266,8 @@ class Text2TextPipeline:
         outputs = self.model.generate_text(texts, **options)
         outputs = [outputs] if isinstance(outputs, str) else outputs
         per_input = len(outputs) // len(texts)
-        grouped = [[{"generated_text": t} for t in outputs[i * per_input : (i + 1) * per_input]] for i in range(len(texts))]
+        key = self._KEYS[self.task]
+        grouped = [[{key: t} for t in outputs[i * per_input : (i + 1) * per_input]] for i in range(len(texts))]
         if single:
             return grouped[0]
         return [g[0] for g in grouped] if per_input == 1 else grouped
@@ -234,4 +278,4 @@ def pipeline(task: str, model, **load_options) -> Text2TextPipeline:
         raise ValueError(f"unsupported task {task!r}: seq2seq-onnx runs text2text-generation")
     if not isinstance(model, Seq2SeqOnnxModel):
         model = Seq2SeqOnnxModel.from_pretrained(model, **load_options)
-    return Text2TextPipeline(model)
+    return Text2TextPipeline(model, task)

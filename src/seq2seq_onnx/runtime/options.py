@@ -47,11 +47,13 @@ class GenerationOptions:
         "max_new_tokens", "max_length", "min_new_tokens", "min_length", "num_beams", "length_penalty",
         "early_stopping", "num_return_sequences", "do_sample", "temperature", "top_k", "top_p",
         "repetition_penalty", "no_repeat_ngram_size", "bad_words_ids", "seed",
+        "forced_bos_token_id", "forced_eos_token_id", "decoder_start_token_id",
     )
     # Passed as None, these are unset (transformers' `GenerationConfig.update` sets what the call passes,
     # None included): `max_new_tokens=None` lets a max_length win over generation_config.json's max_new_tokens.
     # (`max_length=None` makes transformers fail; here it means the default, 20 new tokens.)
-    _UNSETTABLE = ("max_new_tokens", "min_new_tokens", "min_length", "max_length", "seed")
+    _UNSETTABLE = ("max_new_tokens", "min_new_tokens", "min_length", "max_length", "seed", "forced_bos_token_id",
+                   "forced_eos_token_id")
 
     @property
     def new_tokens(self) -> int:

@@ -58,3 +58,19 @@ def cleans_up_spaces(folder: Path, tokenizer) -> bool:
     if type(tokenizer.model).__name__ == "BPE":
         return bool(config.get("clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output", False))
     return True
+
+
+# transformers 5's Python-only tokenizers, whose decode joins pieces and strips the result
+# (MarianTokenizer / M2M100Tokenizer `convert_tokens_to_string`), where tokenizer.json's decoder
+# (tokenizers, Transformers.js) keeps a space left by a lone "▁" at either end.
+_STRIPPING_CLASSES = ("MarianTokenizer", "M2M100Tokenizer")
+
+
+def strips_decoded_text(folder: Path) -> bool:
+    """Whether transformers' decode of this folder's tokenizer strips leading and trailing whitespace."""
+    path = folder / "tokenizer_config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and str(config.get("tokenizer_class") or "").removesuffix("Fast") in _STRIPPING_CLASSES

@@ -154,6 +154,21 @@ def decode(folder, id_lists) -> list[str]:
     return _run_node(request, f"load the tokenizer of {folder}")["texts"]
 
 
+def encode(folder, texts) -> list[list[int]]:
+    """Transformers.js's input_ids for each text, with the folder's tokenizer (the template's special tokens added)."""
+    return tokenizer_run(folder, texts=texts)["ids"]
+
+
+def tokenizer_run(folder, texts=(), id_lists=(), translations=()) -> dict:
+    """One Node run of the folder's tokenizer alone (no model): {"tokenizer_class" (the Transformers.js class it
+    chose), "language_codes", "ids" (input_ids per text of `texts`), "texts" (per list of `id_lists`, special tokens
+    skipped), "translations" (per {"text", "src_lang", "tgt_lang"} of `translations`: {"input_ids",
+    "forced_bos_token_id"} as the translation pipeline builds them, in order, or {"error"})}."""
+    request = {"folder": str(Path(folder).resolve()), "encode": list(texts),
+               "decode": [list(map(int, ids)) for ids in id_lists], "translate": list(translations)}
+    return _run_node(request, f"load the tokenizer of {folder}")
+
+
 def generate(folder, prompts, dtype: str = "fp32", max_new_tokens: int = 20, logits: bool = False) -> list[dict]:
     """Greedy generation in Transformers.js under Node, one prompt at a time.
 

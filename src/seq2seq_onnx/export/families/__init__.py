@@ -11,10 +11,13 @@ import difflib
 
 from .bart import BART
 from .base import CacheLayout, ModelFamily, hub_names
+from .m2m100 import M2M100
+from .marian import MARIAN
+from .mbart import MBART
 from .pegasus import PEGASUS
 from .t5 import T5
 
-FAMILIES: tuple[ModelFamily, ...] = (T5, BART, PEGASUS)
+FAMILIES: tuple[ModelFamily, ...] = (T5, BART, MBART, MARIAN, M2M100, PEGASUS)
 
 # Families people ask for that we do not export yet: their checkpoints still get a "did you mean".
 _PLANNED_CHECKPOINTS: dict[str, str] = {}

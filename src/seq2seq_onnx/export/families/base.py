@@ -29,6 +29,9 @@ class ModelFamily:
     # The model's token ids are spiece.model's own ids (plus EOS), so tokenizer.json can be checked
     # against sentencepiece itself (T5); other families shift or remap them.
     spiece_ids_are_token_ids: bool = False
+    # How the export's tokenizer.json is made (export/spm_json.py `tokenizer_json_for`): None = as
+    # transformers saves it; "mbart", "m2m100", "marian", "pegasus": the family's construction.
+    tokenizer_kind: str | None = None
 
     def cache_layout(self, config) -> CacheLayout:  # pragma: no cover - abstract
         """The decoder cache's shape from a transformers config (or any object with its attributes)."""

@@ -13,6 +13,7 @@ PEGASUS = BartLikeFamily(
     name="Pegasus",
     model_types=("pegasus",),
     transformersjs_model_types=(),
+    tokenizer_kind="pegasus",
     hub_checkpoints={
         **hub_names("google", "pegasus", ("xsum", "large", "cnn_dailymail", "multi_news", "pubmed", "arxiv",
                                            "billsum", "gigaword", "newsroom", "wikihow", "reddit_tifu", "aeslc")),

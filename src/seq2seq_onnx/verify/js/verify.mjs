@@ -1,7 +1,8 @@
 // Greedy generation with Transformers.js, fully offline, for `seq2seq-onnx verify`.
 // stdin: {"folder": "/abs/path", "dtype": "fp32", "prompts": ["..."], "max_new_tokens": 20, "logits": true}
 // stdout: {"results": [{"prompt", "input_ids", "ids", "text", "logits": [base64 float32 per step]}]}
-// or, for {"folder", "decode": [[ids], ...]}: {"texts": [...]} (the tokenizer alone)
+// or, for the tokenizer alone, {"folder", "encode": [texts], "decode": [[ids], ...], "translate": [{text, src_lang,
+// tgt_lang}]} (any of the three): {"tokenizer_class", "language_codes", "ids", "texts", "translations"}
 // `logits` are the raw next-token logits Transformers.js computed at each step (a logits processor
 // placed after the others, which the neutral settings below switch off), so the caller can compare
 // them with PyTorch's even when the ids agree.
@@ -30,9 +31,28 @@ for await (const chunk of process.stdin) chunks.push(chunk);
 const request = JSON.parse(Buffer.concat(chunks).toString('utf8'));
 
 const tokenizer = await AutoTokenizer.from_pretrained(request.folder);
-if (request.decode) {  // {"decode": [[ids], ...]}: only Transformers.js's text for those ids
-  const texts = request.decode.map((ids) => tokenizer.decode(ids, { skip_special_tokens: true }));
-  process.stdout.write(JSON.stringify({ texts }));
+if (request.decode || request.encode || request.translate) {  // the tokenizer alone, no model
+  const out = { tokenizer_class: tokenizer.constructor.name, language_codes: tokenizer.language_codes ?? null };
+  // {"encode": [texts]}: input_ids with the special tokens the template adds (as tokenizer(text) gives them)
+  if (request.encode) out.ids = request.encode.map((text) => tokenizer.encode(text).map(Number));
+  // {"decode": [[ids], ...]}: the text for those ids, special tokens skipped
+  if (request.decode) out.texts = request.decode.map((ids) => tokenizer.decode(ids, { skip_special_tokens: true }));
+  // {"translate": [{"text", "src_lang", "tgt_lang"}]}: what the translation pipeline feeds generate(): the
+  // tokenizer's _build_translation_inputs with the pipeline's options, in order (it rewrites the template's
+  // language code for later calls, as in the pipeline)
+  if (request.translate) {
+    out.translations = request.translate.map(({ text, src_lang, tgt_lang }) => {
+      const kwargs = { src_lang, tgt_lang };
+      try {
+        const inputs = tokenizer._build_translation_inputs([text], { padding: true, truncation: true }, kwargs);
+        return { input_ids: inputs.input_ids.tolist()[0].map(Number), forced_bos_token_id: kwargs.forced_bos_token_id ?? null };
+      } catch (e) {
+        return { error: String(e?.message ?? e) };
+      }
+    });
+  }
+  // exit only once the output is flushed: a pipe takes 64 KiB at a time, and process.exit() would cut the rest
+  await new Promise((resolve) => process.stdout.write(JSON.stringify(out), resolve));
   process.exit(0);
 }
 const model = await AutoModelForSeq2SeqLM.from_pretrained(request.folder, { dtype: request.dtype });
