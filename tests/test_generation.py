@@ -269,7 +269,8 @@ def test_stream_flushes_characters_built_from_bytes():
     model.clean_up_tokenization_spaces = False
     model.strip_decoded = False
     model.generation_options = __import__("seq2seq_onnx.runtime", fromlist=["x"]).GenerationOptions()
-    model.tokenize = lambda texts: (np.array([[5, 1]]), np.array([[1, 1]]))
+    model.tokenize = lambda texts, *langs: (np.array([[5, 1]]), np.array([[1, 1]]))
+    model._languages = None
     model._start = lambda *a, **k: (None, 1)
     import seq2seq_onnx.runtime.model as runtime
 
