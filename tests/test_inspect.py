@@ -469,17 +469,17 @@ def test_our_merged_decoders_read_every_input(every_dtype):
 
 
 def test_model_type_of_a_family_we_do_not_know(converted, tmp_path, capsys):
-    """bart may be a valid export we cannot check: a warning, not a problem."""
-    folder = copy_of(converted, tmp_path, "bart")
+    """blenderbot may be a valid export we cannot check: a warning, not a problem."""
+    folder = copy_of(converted, tmp_path, "blenderbot")
     config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "model_type": "bart"}))
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "blenderbot"}))
     code, out, _ = run(capsys, folder)
     assert code == 0
     report = inspect_folder(folder)
     assert report.problems == [] and not report.transformersjs_unsupported_model_type
     (warning,) = report.warnings
     assert warning.startswith("the cache layout (layers, heads, head size) of decoder_model_merged.onnx could not be "
-                              "checked against config.json for model_type 'bart'")
+                              "checked against config.json for model_type 'blenderbot'")
     assert f"warning: {warning}" in out
 
     del config["model_type"]
