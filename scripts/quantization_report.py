@@ -2,8 +2,8 @@
 
     python scripts/quantization_report.py [--threads 2] [--skip-flan-size]
 
-1. The trained demo model (demo/t5-demo), converted with every dtype: exact match on its
-   300-example held-out set, agreement with fp32 (share of examples whose greedy token ids equal
+1. The trained demo models (demo/t5-demo, demo/marian-demo), converted with every dtype: exact
+   match on their 300-example held-out sets (greedy, and 4 beams for the translation demo), agreement with fp32 (share of examples whose greedy token ids equal
    fp32's), file sizes (encoder + merged decoder) and ms/token (greedy, batch 32, ONNX Runtime).
 2. A flan-t5-small-shaped model (random weights): file sizes per dtype, and ms/token at batch 1.
 """
@@ -34,29 +34,37 @@ def sizes(folder: Path) -> dict[str, int]:
     return out
 
 
-def demo_rows(threads: int) -> list[str]:
+def demo_rows(name: str, threads: int, beams: tuple[int, ...] = (1,)) -> list[str]:
+    """One row per dtype of the shipped demo `name`: exact match (per number of beams), agreement, size, speed."""
     from seq2seq_onnx.convert import convert
     from seq2seq_onnx.evaluate import evaluate, load_jsonl
     from seq2seq_onnx.runtime import Seq2SeqOnnxModel
 
     work = Path(tempfile.mkdtemp(prefix="quant-report-"))
-    folder = work / "t5-demo"
-    convert(str(ROOT / "demo" / "t5-demo"), folder, progress=False, quantize=DTYPES[1:])
-    data = ROOT / "demo" / "t5-demo" / "held_out.jsonl"
+    folder = work / name
+    convert(str(ROOT / "demo" / name), folder, progress=False, quantize=DTYPES[1:])
+    data = ROOT / "demo" / name / "held_out.jsonl"
     rows = load_jsonl(data)
     size = sizes(folder)
     reference = None
-    lines = ["| dtype | exact match | same ids as fp32 | size (enc + dec) | ms/token (greedy, batch 32) |", "|---|---|---|---|---|"]
+    match = " | ".join("exact match, greedy" if b == 1 else f"exact match, {b} beams" for b in beams)
+    lines = [f"| dtype | {match} | same ids as fp32 (greedy) | size (enc + dec) | ms/token (greedy, batch 32) |",
+             "|---|" + "---|" * (len(beams) + 3)]
     for dtype in DTYPES:
         if dtype not in size:
-            lines.append(f"| {dtype} | not written | | | |")
+            lines.append(f"| {dtype} | not written |" + " |" * (len(beams) + 2))
             continue
         model = Seq2SeqOnnxModel.from_pretrained(folder, dtype=dtype, threads=threads)
-        result = evaluate(folder, data, dtype=dtype, batch_size=32, model=model)
-        ids = [model.generate(*model.tokenize([r["input"]]))[0].tolist() for r in rows]
+        scores = []
+        for b in beams:
+            result = evaluate(folder, data, dtype=dtype, batch_size=32, model=model, num_beams=b)
+            scores.append(f"{result.exact_match:.1%}")
+            if b == 1:
+                speed = result.ms_per_token
+        ids = [model.generate(*model.tokenize([r["input"]]), num_beams=1)[0].tolist() for r in rows]
         reference = reference or ids
         same = sum(a == b for a, b in zip(ids, reference)) / len(rows)
-        lines.append(f"| {dtype} | {result.exact_match:.1%} | {same:.1%} | {size[dtype] / 1e6:.2f} MB | {result.ms_per_token:.3f} |")
+        lines.append(f"| {dtype} | {' | '.join(scores)} | {same:.1%} | {size[dtype] / 1e6:.2f} MB | {speed:.3f} |")
     return lines
 
 
@@ -100,7 +108,8 @@ def main() -> None:
     args = parser.parse_args()
     import onnxruntime
 
-    demo = demo_rows(args.threads)
+    demo = demo_rows("t5-demo", args.threads)
+    translation = demo_rows("marian-demo", args.threads, beams=(1, 4))
     flan = [] if args.skip_flan_size else flan_rows(args.threads)
     text = f"""# Quantization
 
@@ -118,6 +127,13 @@ float32 compute (T5's activations overflow float16), q4f16 = q4 plus float16 for
 {chr(10).join(demo)}
 
 "Same ids as fp32": share of held-out examples whose greedy token ids equal fp32's exactly.
+
+## Translation demo (`demo/marian-demo`, held-out set of 300)
+
+Marian (opus-mt layout): tied embeddings, so q8 / int8 / uint8 quantize the embedding `Gather` shared with
+the output projection. 4 beams is its generation_config.json's default.
+
+{chr(10).join(translation)}
 
 ## flan-t5-small shape (random weights)
 

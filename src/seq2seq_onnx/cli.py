@@ -279,6 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=_positive_int, default=32, help="examples per batch (default 32)")
     ev.add_argument("--limit", type=int, default=None, help="only the first N examples")
     ev.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
+    ev.add_argument("--num-beams", type=_positive_int, default=None,
+                    help="beams (default: generation_config.json's, e.g. 4 for opus-mt; 1 = greedy)")
+    ev.add_argument("--src-lang", help="source language code for every example (as generate --src-lang)")
+    ev.add_argument("--tgt-lang", help="target language code for every example (as generate --tgt-lang)")
     ev.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
@@ -490,8 +494,9 @@ def _run_inspect(args) -> int:
 def _run_eval(args) -> int:
     from .evaluate import evaluate
 
+    options = {"num_beams": args.num_beams} if args.num_beams is not None else {}
     result = evaluate(args.folder, args.data, dtype=args.dtype, batch_size=args.batch_size, limit=args.limit,
-                      threads=args.threads)
+                      threads=args.threads, src_lang=args.src_lang, tgt_lang=args.tgt_lang, **options)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
         return EXIT_OK
@@ -500,7 +505,7 @@ def _run_eval(args) -> int:
     for task, score in result.by_task.items():
         print(f"    {task:<20} {score:.1%}")
     print(f"  speed        {result.ms_per_example:.1f} ms/example, {result.ms_per_token:.2f} ms/token "
-          f"(greedy, batch {result.batch_size})")
+          f"({'greedy' if result.num_beams == 1 else f'{result.num_beams} beams'}, batch {result.batch_size})")
     for m in result.mistakes[:5]:
         print(f"  wrong: {m['input']!r} -> {m['prediction']!r} (expected {m['target']!r})")
     return EXIT_OK

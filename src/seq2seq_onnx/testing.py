@@ -26,6 +26,29 @@ BART_TINY = dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attenti
                  encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=256)
 BART_BASE = dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12, decoder_attention_heads=12,
                  encoder_ffn_dim=3072, decoder_ffn_dim=3072, max_position_embeddings=1024, vocab_size=50265)
+# The smallest real checkpoint of each BART-like family, as its config.json has it (vocabulary included;
+# the fixture tokenizer covers only its first ids).
+OPUS_MT_EN_DE = dict(d_model=512, encoder_layers=6, decoder_layers=6, encoder_attention_heads=8, decoder_attention_heads=8,
+                     encoder_ffn_dim=2048, decoder_ffn_dim=2048, max_position_embeddings=512, activation_function="swish",
+                     vocab_size=58101)
+M2M100_418M = dict(d_model=1024, encoder_layers=12, decoder_layers=12, encoder_attention_heads=16,
+                   decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096, max_position_embeddings=1024,
+                   activation_function="relu", vocab_size=128112)
+MBART_LARGE_50 = dict(d_model=1024, encoder_layers=12, decoder_layers=12, encoder_attention_heads=16,
+                      decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096,
+                      max_position_embeddings=1024, activation_function="gelu", vocab_size=250054)
+PEGASUS_XSUM = dict(d_model=1024, encoder_layers=16, decoder_layers=16, encoder_attention_heads=16,
+                    decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096, max_position_embeddings=512,
+                    activation_function="relu", vocab_size=96103)
+# {family: (build_model variant, shape, the checkpoint it imitates)}
+REAL_SIZES = {
+    "T5": ("flan-t5", FLAN_T5_SMALL, "google/flan-t5-small"),
+    "BART": ("bart", BART_BASE, "facebook/bart-base"),
+    "Marian": ("marian", OPUS_MT_EN_DE, "Helsinki-NLP/opus-mt-en-de"),
+    "M2M100/NLLB": ("m2m100", M2M100_418M, "facebook/m2m100_418M"),
+    "mBART": ("mbart50", MBART_LARGE_50, "facebook/mbart-large-50-many-to-many-mmt"),
+    "Pegasus": ("pegasus", PEGASUS_XSUM, "google/pegasus-xsum"),
+}
 
 VARIANTS = {
     # original T5: relu feed-forward, lm_head tied to the embedding, logits scaled by d_model**-0.5

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 from ..errors import NoTokenizerError, Seq2SeqOnnxError, TokenizerMismatchError
@@ -99,7 +100,9 @@ def _load(source: str, sentencepiece_class: str | None, prefer_sentencepiece: bo
     if prefer_sentencepiece and fallback is not None:
         return fallback.from_pretrained(source)
     try:
-        return AutoTokenizer.from_pretrained(source, **load_kwargs)
+        with warnings.catch_warnings():  # MarianTokenizer asks for sacremoses, which its tokenization never calls
+            warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")
+            return AutoTokenizer.from_pretrained(source, **load_kwargs)
     except (ValueError, OSError, TypeError) as err:
         local_only = load_kwargs.get("local_files_only", False)
         if fallback is None or find_file(source, "spiece.model", local_only) is None:

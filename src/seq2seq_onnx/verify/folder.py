@@ -4,6 +4,7 @@ under Node and headless Chromium, against PyTorch on the source checkpoint."""
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -141,7 +142,9 @@ def _transformers_decoder(folder: Path):
 
     from ..runtime.text import strips_decoded_text
 
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    with warnings.catch_warnings():  # MarianTokenizer asks for sacremoses, which its tokenization never calls
+        warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
     if strips_decoded_text(folder):
         return _StrippedText(lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
     return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
