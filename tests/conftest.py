@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -64,3 +65,30 @@ def family_export(make_model, tmp_path_factory):
         return cache[case]
 
     return export
+
+
+@pytest.fixture(scope="session")
+def family_quantized(family_export, tmp_path_factory):
+    """family_quantized(case) -> (export folder with every dtype, [VariantReport]) for a case of cases.FAMILY_CASES:
+    a copy of family_export(case) quantized once per session, each dtype checked in ONNX Runtime and (where
+    Transformers.js knows the model type and Node is installed) in Transformers.js before it is kept."""
+    import shutil
+
+    from seq2seq_onnx.export.families import transformersjs_supports
+    from seq2seq_onnx.quantize import MODES, quantize_folder
+
+    cache = {}
+
+    def quantized(case: str):
+        if case not in cache:
+            _, out, _ = family_export(case)
+            folder = tmp_path_factory.mktemp("quantized") / out.name
+            shutil.copytree(out, folder)
+            model_type = json.loads((folder / "config.json").read_text())["model_type"]
+            node = shutil.which("node") is not None and transformersjs_supports(model_type)
+            if os.environ.get("CI") and transformersjs_supports(model_type):
+                assert node, "Node.js is required in CI"
+            cache[case] = (folder, quantize_folder(folder, MODES, transformersjs=node))
+        return cache[case]
+
+    return quantized

@@ -35,6 +35,24 @@ def test_every_family_fp32_in_the_browser(family_export, capsys, case):
     assert check["runtime"] == "browser" and check["exact"] and check["logits_ok"] and check["ms_per_token"] > 0
 
 
+# Tied input/output embeddings: q8 / int8 / uint8 quantize the embedding Gather shared with the output projection,
+# the pattern behind ONNX Runtime's "Missing required scale" fault (families.md).
+TIED_CASES = ["t5", "bart", "mbart50", "m2m100", "nllb", "marian"]
+
+
+@pytest.mark.parametrize("case", TIED_CASES)
+def test_every_dtype_of_tied_families_in_the_browser(family_quantized, capsys, case):
+    from seq2seq_onnx.quantize import MODES
+
+    folder, _ = family_quantized(case)
+    assert main(["verify", str(folder), "--runtime", "browser", "--json"]) == 0
+    checks = json.loads(capsys.readouterr().out)["checks"]
+    assert sorted(c["dtype"] for c in checks) == sorted(["fp32", *MODES])
+    for check in checks:
+        assert check["runtime"] == "browser" and check["passed"] and not check["error"], check
+    assert [c["exact"] for c in checks if c["dtype"] == "fp32"] == [True]
+
+
 def test_quantized_dtype_reported_in_the_browser(tmp_path, capsys):
     out = tmp_path / "t5-demo"
     convert(str(DEMO), out, progress=False, quantize=["q8"])

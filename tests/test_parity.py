@@ -94,6 +94,40 @@ def test_merged_decoder_stores_weights_once(make_model, tmp_path):
     assert file_size < 1.5 * (tmp_path / "decoder.onnx").stat().st_size
 
 
+@pytest.mark.parametrize("variant", ["bart", "marian", "t5"])
+def test_tied_embedding_stored_once(make_model, tmp_path, variant):
+    """A tied output projection reads the embedding transposed; the file holds the embedding once (a Transpose
+    node, folded by ONNX Runtime at load), the export keeps PyTorch's tokens, and quantized files still quantize
+    the projection (as an initializer of its own again)."""
+    import numpy as np
+    from transformers import AutoModelForSeq2SeqLM
+
+    from seq2seq_onnx.export.merge import TRANSPOSED_WEIGHT_PREFIX, all_nodes
+    from seq2seq_onnx.export.onnx_io import initializer_bytes
+
+    shape = dict(d_model=64, vocab_size=2048) if variant != "t5" else dict(d_model=64, d_ff=128, vocab_size=2048)
+    src = make_model(variant, **shape)
+    out = tmp_path / "out"
+    result = convert(str(src), out, progress=False, quantize=["q8", "q4"])
+    assert result.verification.passed, result.verification.summary()
+    merged = onnx.load(str(out / "onnx" / "decoder_model_merged.onnx"))
+    (transpose,) = [n for n in merged.graph.node if n.name.startswith(TRANSPOSED_WEIGHT_PREFIX)]
+    weights = {t.name: t for t in merged.graph.initializer}
+    assert list(weights[transpose.input[0]].dims) == [2048, 64]
+    model = AutoModelForSeq2SeqLM.from_pretrained(src)
+    decoder_params = sum(p.numel() for n, p in model.named_parameters() if not n.removeprefix("model.").startswith("encoder."))
+    assert initializer_bytes(merged) < 4 * decoder_params * 1.05  # one copy (a second would add 2048 * 64 * 4 bytes)
+
+    for suffix, op in (("_quantized", "MatMulInteger"), ("_q4", "MatMulNBits")):
+        quantized = onnx.load(str(out / "onnx" / f"decoder_model_merged{suffix}.onnx"))
+        ops = [n for n in all_nodes(quantized.graph) if n.op_type == op]
+        # the output projection (d_model -> vocab) is quantized too: no float copy of it is left
+        assert ops and not any(n.name.startswith(TRANSPOSED_WEIGHT_PREFIX) for n in quantized.graph.node)
+        float_weights = [t for t in quantized.graph.initializer if t.data_type == onnx.TensorProto.FLOAT
+                         and np.prod(t.dims) >= 2048 * 64 and tuple(t.dims) == (64, 2048)]
+        assert not float_weights, suffix
+
+
 def test_long_prompt_and_long_generation(make_model, tmp_path):
     """Lengths far from the tracing examples: a dimension baked in by the tracer would break here."""
     from transformers import AutoModelForSeq2SeqLM

@@ -161,22 +161,10 @@ def test_quantize_command_and_legacy_flag(converted, make_model, tmp_path, capsy
 
 
 @pytest.mark.parametrize("case", FAMILY_QUANTIZE_CASES)
-def test_every_dtype_of_every_family_runs(family_export, tmp_path, case):
+def test_every_dtype_of_every_family_runs(family_quantized, case):
     """Each dtype is loaded and run in ONNX Runtime (and in Transformers.js under Node where it knows the family)
     before it is kept; every one must be kept, tied embeddings (BART-like q8 of a shared Gather) included."""
-    import os
-    import shutil as sh
-
-    from seq2seq_onnx.export.families import transformersjs_supports
-
-    src, out, _ = family_export(case)
-    folder = tmp_path / "model"
-    shutil.copytree(out, folder)
-    model_type = json.loads((folder / "config.json").read_text())["model_type"]
-    node = sh.which("node") is not None and transformersjs_supports(model_type)
-    if os.environ.get("CI") and transformersjs_supports(model_type):
-        assert node, "Node.js is required in CI"
-    reports = quantize_folder(folder, MODES, transformersjs=node)
+    folder, reports = family_quantized(case)
     assert {r.dtype: r.reason for r in reports if not r.kept} == {}
     for dtype in MODES:
         model = Seq2SeqOnnxModel.from_pretrained(folder, dtype=dtype)

@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 
 from .errors import Seq2SeqOnnxError
-from .export.merge import all_nodes
+from .export.merge import all_nodes, materialize_transposed_weights
 from .export.onnx_io import save_model
 from .runtime.sessions import DTYPE_SUFFIXES
 
@@ -139,6 +139,9 @@ def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def quantize_graph(model: onnx.ModelProto, mode: str, settings: QuantizeSettings) -> onnx.ModelProto:
     from onnxruntime.quantization.quant_utils import QuantType
+
+    if mode != "fp16":  # quantizers need a tied output projection's weight as an initializer
+        materialize_transposed_weights(model)
 
     if mode == "q8":
         # signed weights are faster on most CPUs; Transformers.js's rule: unsigned only with Conv

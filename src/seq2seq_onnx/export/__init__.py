@@ -30,7 +30,7 @@ def export_graphs(model, layout, onnx_dir: Path, work: Path, with_past: bool, op
     import onnx
 
     from .graphs import export_decoder, export_encoder
-    from .merge import merge_decoders
+    from .merge import merge_decoders, share_transposed_weights
     from .onnx_io import save_model
 
     external = {}
@@ -43,7 +43,9 @@ def export_graphs(model, layout, onnx_dir: Path, work: Path, with_past: bool, op
     export_decoder(model, layout, work / "decoder.onnx", with_past=False, opset=opset)
     stages.done()
     if not with_past:
-        external[NO_PAST_DECODER_FILE] = save_model(onnx.load(str(work / "decoder.onnx")), onnx_dir / NO_PAST_DECODER_FILE)
+        decoder = onnx.load(str(work / "decoder.onnx"))
+        share_transposed_weights(decoder)
+        external[NO_PAST_DECODER_FILE] = save_model(decoder, onnx_dir / NO_PAST_DECODER_FILE)
         return external
 
     stages.start("exporting decoder with past")
@@ -52,6 +54,7 @@ def export_graphs(model, layout, onnx_dir: Path, work: Path, with_past: bool, op
 
     stages.start("merging decoders")
     merged = merge_decoders(onnx.load(str(work / "decoder.onnx")), onnx.load(str(work / "decoder_with_past.onnx")))
+    share_transposed_weights(merged)  # a tied output projection: one copy of the embedding, not two
     external[MERGED_DECODER_FILE] = save_model(merged, onnx_dir / MERGED_DECODER_FILE)
     del merged
     # Structure check from the file: in memory, onnx cannot check a model over 2 GB.

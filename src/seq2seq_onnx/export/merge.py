@@ -165,3 +165,69 @@ def all_nodes(graph: onnx.GraphProto):
             elif attr.type == onnx.AttributeProto.GRAPHS:
                 for g in attr.graphs:
                     yield from all_nodes(g)
+
+
+TRANSPOSED_WEIGHT_PREFIX = "shared_transpose/"
+_MIN_SHARED_ELEMENTS = 1 << 16  # only weights big enough to matter (embeddings, output projections)
+
+
+def share_transposed_weights(model: onnx.ModelProto) -> list[str]:
+    """Store a weight once when the graph also holds its transpose; returns the names replaced.
+
+    A tied output projection (BART, mBART, Marian, M2M100/NLLB, Pegasus, original T5) reads the
+    embedding transposed, and the TorchScript exporter folds that transpose into a second copy of
+    the embedding: vocab x d_model x 4 bytes more (155 MB for bart-base, 1 GB for mbart-large-50).
+    Each such initializer is replaced by a `Transpose` node of the other one in the main graph
+    (visible to the `If` branches as an outer-scope value); ONNX Runtime folds it at load time, so
+    speed and results are unchanged while the file holds one copy. Quantizers need the weight as an
+    initializer again: see `materialize_transposed_weights`.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    gathered = {node.input[0] for node in all_nodes(graph) if node.op_type == "Gather" and node.input}
+    candidates = [t for t in graph.initializer
+                  if len(t.dims) == 2 and t.data_type == TensorProto.FLOAT and t.dims[0] * t.dims[1] >= _MIN_SHARED_ELEMENTS]
+    by_shape: dict[tuple, list[TensorProto]] = {}
+    for tensor in candidates:
+        by_shape.setdefault(tuple(tensor.dims), []).append(tensor)
+    replaced: dict[str, str] = {}  # transposed copy -> the weight it is the transpose of
+    for tensor in candidates:
+        if tensor.name in replaced or tensor.name not in gathered:
+            continue  # keep the weight a Gather reads (the embedding) and replace its transposed copy
+        array = None
+        for other in by_shape.get(tuple(reversed(tensor.dims)), []):
+            if other.name in replaced or other.name == tensor.name or other.name in gathered:
+                continue
+            if array is None:
+                array = numpy_helper.to_array(tensor)
+            if (numpy_helper.to_array(other) == array.T).all():
+                replaced[other.name] = tensor.name
+    if not replaced:
+        return []
+    keep = [t for t in graph.initializer if t.name not in replaced]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    for index, (copy, original) in enumerate(sorted(replaced.items())):
+        graph.node.insert(index, helper.make_node("Transpose", [original], [copy], perm=[1, 0],
+                                                  name=f"{TRANSPOSED_WEIGHT_PREFIX}{copy}"))
+    return sorted(replaced)
+
+
+def materialize_transposed_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Undo `share_transposed_weights` in place (the Transpose nodes it added become initializers again).
+
+    Quantizers only quantize a MatMul whose weight is an initializer; without this the tied output
+    projection would stay float32 in every quantized file.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    initializers = {t.name: t for t in graph.initializer}
+    ours = [n for n in graph.node if n.op_type == "Transpose" and n.name.startswith(TRANSPOSED_WEIGHT_PREFIX)
+            and n.input[0] in initializers]
+    for node in ours:
+        array = numpy_helper.to_array(initializers[node.input[0]]).T.copy()
+        graph.initializer.append(numpy_helper.from_array(array, node.output[0]))
+        graph.node.remove(node)
+    return model
