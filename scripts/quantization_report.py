@@ -130,8 +130,10 @@ float32 compute (T5's activations overflow float16), q4f16 = q4 plus float16 for
 
 ## Translation demo (`demo/marian-demo`, held-out set of 300)
 
-Marian (opus-mt layout): tied embeddings, so q8 / int8 / uint8 quantize the embedding `Gather` shared with
-the output projection. 4 beams is its generation_config.json's default.
+Marian (opus-mt layout) with tied embeddings: the embedding and the output projection are one weight, of
+which each quantized file holds a quantized copy per use (never one initializer read by both a `Gather` and a
+`MatMul`, the pattern behind ONNX Runtime's "Missing required scale" fault). 4 beams is its
+generation_config.json's default.
 
 {chr(10).join(translation)}
 
