@@ -223,3 +223,27 @@ def test_bpe_tokenizer_clean_up_as_transformers(tmp_path, bpe_override):
     if cleans_up_spaces(tmp_path, tokenizer):
         ours = clean_up_tokenization(ours)
     assert ours == AutoTokenizer.from_pretrained(tmp_path).decode(ids) == ("a?" if bpe_override else "a ?")
+
+
+def test_later_steps_run_the_cached_branch_alone_and_the_files_stay(converted, monkeypatch):
+    """After step 0 the runtime runs the merged decoder's cached branch as a session of its own (no If, no
+    cross-attention Identity copies); the same ids as the merged graph, greedy and beam; the file is untouched."""
+    import hashlib
+
+    import seq2seq_onnx.runtime.sessions as sessions
+
+    path = converted / "onnx" / "decoder_model_merged.onnx"
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    model = Seq2SeqOnnxModel.from_pretrained(converted)
+    runner = model.decoder
+    assert runner.later is not runner.first
+    assert "use_cache_branch" not in runner.later_inputs
+    assert not [n for n in runner.later_output_names if n.startswith("present.") and ".encoder." in n]
+    monkeypatch.setattr(sessions, "cached_branch_model", lambda path: None)
+    merged_only = Seq2SeqOnnxModel.from_pretrained(converted)
+    assert merged_only.decoder.later is merged_only.decoder.first
+    ids, mask = model.tokenize(["translate English to German: hello", "summarize: the quick brown fox jumps over"])
+    for options in ({}, {"num_beams": 3, "num_return_sequences": 2}):
+        np.testing.assert_array_equal(model.generate(ids, mask, max_new_tokens=12, **options),
+                                      merged_only.generate(ids, mask, max_new_tokens=12, **options))
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
