@@ -87,13 +87,16 @@ def _run_ct2(spec: dict) -> dict:
     translator = ctranslate2.Translator(spec["ct2_dir"], device="cpu", compute_type=spec["compute_type"],
                                         intra_threads=spec["threads"], inter_threads=1)
     tokenizer = AutoTokenizer.from_pretrained(spec["source"])
+    # CTranslate2 answers in tokens of its own vocabulary (the model's ids, past the tokenizer's pieces too)
+    vocabulary = json.loads((Path(spec["ct2_dir"]) / "shared_vocabulary.json").read_text())
+    index = {token: i for i, token in enumerate(vocabulary)}
     n = spec["new_tokens"]
 
     def call(batch, beams):
         tokens = [tokenizer.convert_ids_to_tokens(tokenizer(text).input_ids) for text in batch]
         results = translator.translate_batch(tokens, beam_size=beams, max_decoding_length=n, min_decoding_length=n,
                                              num_hypotheses=1, return_scores=False)
-        return [tokenizer.convert_tokens_to_ids(r.hypotheses[0]) for r in results]
+        return [[index[t] for t in r.hypotheses[0]] for r in results]
 
     return _time_cells(call, lambda out: out)
 

@@ -247,3 +247,18 @@ def test_later_steps_run_the_cached_branch_alone_and_the_files_stay(converted, m
         np.testing.assert_array_equal(model.generate(ids, mask, max_new_tokens=12, **options),
                                       merged_only.generate(ids, mask, max_new_tokens=12, **options))
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def test_top_k_of_wide_rows_breaks_ties_to_the_lower_index():
+    """Beam search's top-k over num_beams * vocab scores (ONNX Runtime's TopK for wide rows) equals a stable sort's
+    first k, ties at the cut included, -inf anywhere; narrow rows (sorted in numpy) too."""
+    from seq2seq_onnx.runtime.processors import top_k_indices
+
+    rng = np.random.default_rng(0)
+    for columns in (50, 20000):
+        for _ in range(20):
+            x = rng.standard_normal((6, columns)).astype(np.float32)
+            x[:, rng.integers(0, columns, 30)] = x.max()  # many ties at the top
+            x[:, rng.integers(0, columns, 30)] = -np.inf
+            k = int(rng.integers(1, 25))
+            np.testing.assert_array_equal(top_k_indices(x, k), np.argsort(-x, axis=1, kind="stable")[:, :k])

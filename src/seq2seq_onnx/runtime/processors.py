@@ -143,17 +143,40 @@ class TopP:
         return np.where(remove, NEG_INF, scores)
 
 
-def top_k_indices(x: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest values per row, largest first, ties to the lower index (like a stable sort).
+_TOPK_SESSION = None
+_ORT_TOPK_MIN_COLUMNS = 4096
 
-    argpartition first: a full sort of num_beams * vocab scores per step would cost more than the model.
+
+def _ort_top_k(x: np.ndarray, k: int) -> np.ndarray:
+    """ONNX Runtime's TopK (largest, sorted): its ties go to the lower index, as the ONNX spec requires."""
+    global _TOPK_SESSION
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    if _TOPK_SESSION is None:
+        graph = helper.make_graph(
+            [helper.make_node("TopK", ["x", "k"], ["values", "indices"], axis=-1, largest=1, sorted=1)], "top_k",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", "columns"]),
+             helper.make_tensor_value_info("k", TensorProto.INT64, [1])],
+            [helper.make_tensor_value_info("values", TensorProto.FLOAT, ["rows", "k"]),
+             helper.make_tensor_value_info("indices", TensorProto.INT64, ["rows", "k"])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # no second pool of spinning threads beside the decoder's
+        _TOPK_SESSION = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return _TOPK_SESSION.run(["indices"], {"x": x, "k": np.array([k], dtype=np.int64)})[0]
+
+
+def top_k_indices(x: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest values per row, largest first, ties to the lower index (a stable sort's first k).
+
+    Wide float32 rows (beam search's num_beams * vocab scores, sampling's top_k over the vocabulary) go
+    to ONNX Runtime's TopK, whose tie rule is the same (ONNX spec) and which is far faster than numpy
+    here (1 ms instead of about 25 for 8 x 128512 scores); narrow rows, and rows with NaN, are sorted.
     """
-    if k >= x.shape[1]:
-        return np.argsort(-x, axis=1, kind="stable")
-    candidates = np.argpartition(-x, k - 1, axis=1)[:, :k]
-    values = np.take_along_axis(x, candidates, axis=1)
-    order = np.lexsort((candidates, -values), axis=1)
-    return np.take_along_axis(candidates, order, axis=1)
+    if x.dtype == np.float32 and k < x.shape[1] and x.shape[1] >= _ORT_TOPK_MIN_COLUMNS and not np.isnan(x).any():
+        return _ort_top_k(np.ascontiguousarray(x), k)
+    return np.argsort(-x, axis=1, kind="stable")[:, :k]
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -166,7 +189,9 @@ def softmax(x: np.ndarray) -> np.ndarray:
 def log_softmax(x: np.ndarray) -> np.ndarray:
     """In float32, as torch computes it for float32 logits (and fast: this runs on every beam's full vocabulary)."""
     shifted = x - x.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    total = np.exp(shifted).sum(axis=-1, keepdims=True)
+    shifted -= np.log(total)  # in place: the same arithmetic as `shifted - log(total)`, one array fewer
+    return shifted
 
 
 def build_processors(o: GenerationOptions) -> tuple[list, list]:
