@@ -69,8 +69,7 @@ def cached_branch_model(merged_path: Path) -> bytes | None:
     from onnx import helper
 
     try:
-        if merged_path.stat().st_size > _MAX_IN_MEMORY_GRAPH or any(
-                merged_path.parent.glob(merged_path.name + "_data*")) or merged_path.with_suffix(".onnx_data").exists():
+        if merged_path.stat().st_size > _MAX_IN_MEMORY_GRAPH or any(merged_path.parent.glob(merged_path.name + "_data*")):
             return None
         model = onnx.load(str(merged_path))
     except Exception:
@@ -147,6 +146,7 @@ class DecoderRunner:
         self.first_inputs = {i.name for i in self.first.get_inputs()}
         self.later_inputs = {i.name for i in self.later.get_inputs()}
         self.threads = threads
+        self.self_attention_names = [n for n in self.past_names if ".decoder." in n]  # what beam search reorders
         self._gather = None  # the beam-reorder session, built on first use
 
     def gather_rows(self, values: list, rows: np.ndarray) -> list:
@@ -159,7 +159,7 @@ class DecoderRunner:
         from onnx import TensorProto, helper
 
         if self._gather is None:
-            names = [n for n in self.past_names if ".decoder." in n]
+            names = self.self_attention_names
             elem = {"tensor(float)": TensorProto.FLOAT, "tensor(float16)": TensorProto.FLOAT16}
             inputs = [helper.make_tensor_value_info(f"x{i}", elem.get(self.inputs[n].type, TensorProto.FLOAT), None)
                       for i, n in enumerate(names)]
@@ -257,8 +257,8 @@ class DecodingState:
         # Beams of one input share its cross-attention cache; only the self-attention cache moves.
         if np.array_equal(rows, np.arange(len(rows))):
             return  # every beam continues itself: nothing to move
-        names = [n for n in self.runner.past_names if ".decoder." in n and n in self.cache]
-        if not names:
+        names = self.runner.self_attention_names
+        if not names or names[0] not in self.cache:
             return
         for name, value in zip(names, self.runner.gather_rows([self.cache[n] for n in names], rows)):
             self.cache[name] = value
