@@ -239,7 +239,7 @@ def test_later_steps_run_the_cached_branch_alone_and_the_files_stay(converted, m
     assert runner.later is not runner.first
     assert "use_cache_branch" not in runner.later_inputs
     assert not [n for n in runner.later_output_names if n.startswith("present.") and ".encoder." in n]
-    monkeypatch.setattr(sessions, "cached_branch_model", lambda path: None)
+    monkeypatch.setattr(sessions, "runtime_graph", lambda path: None)
     merged_only = Seq2SeqOnnxModel.from_pretrained(converted)
     assert merged_only.decoder.later is merged_only.decoder.first
     ids, mask = model.tokenize(["translate English to German: hello", "summarize: the quick brown fox jumps over"])
@@ -247,6 +247,38 @@ def test_later_steps_run_the_cached_branch_alone_and_the_files_stay(converted, m
         np.testing.assert_array_equal(model.generate(ids, mask, max_new_tokens=12, **options),
                                       merged_only.generate(ids, mask, max_new_tokens=12, **options))
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def test_the_step_graph_is_slimmed_once_and_cached_on_disk(converted, tmp_path, monkeypatch):
+    """The later-steps graph is the cached branch slimmed by onnxslim (fewer nodes, the same ids), built once and
+    then read from the cache folder; an unusable cache folder only costs the rebuild."""
+    import onnx
+
+    import seq2seq_onnx.runtime.sessions as sessions
+
+    merged = converted / "onnx" / "decoder_model_merged.onnx"
+    monkeypatch.setenv("SEQ2SEQ_ONNX_CACHE", str(tmp_path / "graphs"))
+    slim = onnx.load_from_string(sessions.runtime_graph(merged))
+    plain = onnx.load_from_string(sessions.cached_branch_model(merged))
+    assert len(slim.graph.node) < len(plain.graph.node)
+    assert len(list((tmp_path / "graphs").glob("decoder_model_merged-*.onnx"))) == 1
+    assert not list((tmp_path / "graphs").glob(".*"))  # no temporary file left
+    calls = []
+    monkeypatch.setattr(sessions, "cached_branch_model", lambda path: calls.append(path))
+    assert onnx.load_from_string(sessions.runtime_graph(merged)) == slim and not calls  # from the cache
+    slimmed = Seq2SeqOnnxModel.from_pretrained(converted)
+    monkeypatch.undo()
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("SEQ2SEQ_ONNX_CACHE", str(tmp_path / "not-a-folder"))
+    monkeypatch.setattr(sessions, "runtime_graph", sessions.cached_branch_model)  # the unslimmed branch
+    unslimmed = Seq2SeqOnnxModel.from_pretrained(converted)
+    ids, mask = slimmed.tokenize(["translate English to German: hello", "summarize: the quick brown fox jumps over"])
+    for options in ({}, {"num_beams": 3, "num_return_sequences": 2}):
+        np.testing.assert_array_equal(slimmed.generate(ids, mask, max_new_tokens=12, **options),
+                                      unslimmed.generate(ids, mask, max_new_tokens=12, **options))
+    monkeypatch.undo()
+    monkeypatch.setenv("SEQ2SEQ_ONNX_CACHE", str(tmp_path / "not-a-folder"))
+    assert onnx.load_from_string(sessions.runtime_graph(merged)) == slim  # built again, not cached, still used
 
 
 def test_top_k_of_wide_rows_breaks_ties_to_the_lower_index():

@@ -10,6 +10,7 @@ The decoder may come in any of the layouts found in the wild:
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -105,6 +106,70 @@ def cached_branch_model(merged_path: Path) -> bytes | None:
         return None
 
 
+RUNTIME_GRAPH_VERSION = 1  # bump when cached_branch_model or the slimming changes what it builds
+
+
+def runtime_cache_dir() -> Path:
+    """Where runtime-only graphs are cached: `$SEQ2SEQ_ONNX_CACHE`, default `~/.cache/seq2seq-onnx/runtime-graphs`."""
+    base = os.environ.get("SEQ2SEQ_ONNX_CACHE")
+    return Path(base) if base else Path.home() / ".cache" / "seq2seq-onnx" / "runtime-graphs"
+
+
+def runtime_graph(merged_path: Path) -> bytes | None:
+    """The graph this runtime runs for steps after the first: the cached branch, slimmed by onnxslim, cached on disk.
+
+    onnxslim folds the export's shape arithmetic (Shape -> Gather -> Unsqueeze -> Concat chains that
+    TorchScript emits for every reshape) and constants, which ONNX Runtime otherwise runs as
+    hundreds of tiny nodes each step: flan-t5-small's cached branch goes from 965 computing
+    nodes to 742 (fp32); same-run A/B q8 batch 8 x 4 beams 182 -> 209 tok/s, fp32 batch 1
+    11.1 -> 10.7 ms/step, ids unchanged. Built once per file (5-10 s for flan-t5-small) and kept in
+    `runtime_cache_dir()` under a key of the file's path, size and mtime and the library versions;
+    a cache that cannot be written only costs the rebuild. When slimming fails, the unslimmed branch
+    is used. The files Transformers.js loads are never touched. None as for `cached_branch_model`.
+    """
+    import hashlib
+
+    import onnxruntime
+
+    try:
+        import onnxslim
+    except ImportError:  # an install without it still runs, a little slower
+        onnxslim = None
+    try:
+        stat = merged_path.stat()
+    except OSError:
+        return None
+    key = hashlib.sha256(repr((str(merged_path.resolve()), stat.st_size, stat.st_mtime_ns, RUNTIME_GRAPH_VERSION,
+                               onnxruntime.__version__, getattr(onnxslim, "__version__", None))).encode()).hexdigest()[:24]
+    cached = runtime_cache_dir() / f"{merged_path.stem}-{key}.onnx"
+    try:
+        return cached.read_bytes()
+    except OSError:
+        pass
+    branch = cached_branch_model(merged_path)
+    if branch is None or onnxslim is None:
+        return branch
+    try:
+        import onnx
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            slim = onnxslim.slim(onnx.load_from_string(branch)).SerializeToString()
+    except Exception:  # onnxslim cannot handle some graph: the branch as it is
+        return branch
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_bytes(slim)
+            os.replace(tmp, cached)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
+    return slim
+
+
 class DecoderRunner:
     """One decoder step over whichever decoder layout the folder has; keeps the cache between steps."""
 
@@ -115,7 +180,7 @@ class DecoderRunner:
         if merged.exists():
             self.first = self.later = open_session(merged, threads, providers)
             self.layout = "merged"
-            branch = cached_branch_model(merged) if cached_branch else None
+            branch = runtime_graph(merged) if cached_branch else None
             if branch is not None:
                 self.later = open_session(branch, threads, providers, name=merged.name)
         elif plain.exists() and with_past.exists():
