@@ -124,8 +124,8 @@ def runtime_graph(merged_path: Path) -> bytes | None:
     nodes to 742 (fp32); same-run A/B q8 batch 8 x 4 beams 182 -> 209 tok/s, fp32 batch 1
     11.1 -> 10.7 ms/step, ids unchanged. Built once per file (5-10 s for flan-t5-small) and kept in
     `runtime_cache_dir()` under a key of the file's path, size and mtime and the library versions;
-    a cache that cannot be written only costs the rebuild. When slimming fails, the unslimmed branch
-    is used. The files Transformers.js loads are never touched. None as for `cached_branch_model`.
+    a cache that cannot be written only costs the rebuild. When slimming fails or gives a graph
+    ONNX Runtime does not load, the unslimmed branch is used (and nothing is cached). The files Transformers.js loads are never touched. None as for `cached_branch_model`.
     """
     import hashlib
 
@@ -152,9 +152,22 @@ def runtime_graph(merged_path: Path) -> bytes | None:
     try:
         import onnx
 
+        import onnxruntime as ort
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            slim = onnxslim.slim(onnx.load_from_string(branch)).SerializeToString()
+            model = onnxslim.slim(onnx.load_from_string(branch))
+        # onnxslim's shape inference leaves an undefined element type on outputs of contrib ops it does not
+        # know (MatMulNBits, for q4 of small models), which ONNX Runtime refuses; it infers them itself.
+        known = [v for v in model.graph.value_info if v.type.tensor_type.elem_type != 0]
+        del model.graph.value_info[:]
+        model.graph.value_info.extend(known)
+        slim = model.SerializeToString()
+        del model
+        options = ort.SessionOptions()  # the slimmed graph must load, or the branch as it is runs
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.intra_op_num_threads = 1
+        ort.InferenceSession(slim, options, providers=["CPUExecutionProvider"])
     except Exception:  # onnxslim cannot handle some graph: the branch as it is
         return branch
     try:
