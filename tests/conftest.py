@@ -98,3 +98,16 @@ def family_quantized(family_export, tmp_path_factory):
         return cache[case]
 
     return quantized
+
+
+@pytest.fixture(scope="session")
+def demo_export(tmp_path_factory):
+    """The shipped demo model (demo/t5-demo) converted once, fp32."""
+    from pathlib import Path
+
+    from seq2seq_onnx.convert import convert
+
+    out = tmp_path_factory.mktemp("demo") / "t5-demo"
+    result = convert(str(Path(__file__).resolve().parents[1] / "demo" / "t5-demo"), out, progress=False)
+    assert result.verification.passed, result.verification.summary()
+    return out

@@ -6,19 +6,10 @@ from pathlib import Path
 import pytest
 
 from seq2seq_onnx.cli import main
-from seq2seq_onnx.convert import convert
 from seq2seq_onnx.evaluate import evaluate
 
 DEMO = Path(__file__).resolve().parents[1] / "demo" / "t5-demo"
 HELD_OUT = DEMO / "held_out.jsonl"
-
-
-@pytest.fixture(scope="module")
-def demo_export(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "t5-demo"
-    result = convert(str(DEMO), out, progress=False)
-    assert result.verification.passed, result.verification.summary()
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -181,7 +181,20 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--batch-size", type=int, default=16, help="inputs per batch with --input (default 16)")
     gen.add_argument("--dtype", default="fp32", help="which ONNX files to load: fp32 (default), fp16, q8, int8, uint8, q4, q4f16, bnb4")
     gen.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
-    gen.add_argument("--json", action="store_true", help="print JSON lines {input, output} instead of plain text")
+    gen.add_argument("--json", action="store_true", help="print JSON lines {input, output} instead of plain text "
+                     "(with --ray: the job's summary as JSON)")
+    gen.add_argument("--text-column", help="field of --input holding the text (default: the first of text, prompt, input)")
+    ray = gen.add_argument_group("Ray (pip install 'seq2seq-onnx[ray]'): --input FILE --output FOLDER --ray, resumable")
+    ray.add_argument("--ray", action="store_true", help="run on Ray Data: a pool of actors, each with the model loaded "
+                     "once; --output is a folder of result parts; rerunning with the same folder resumes")
+    ray.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (e.g. auto, or HEAD:6379 after "
+                     "`ray start --head`); default: start a local Ray with actors x threads CPUs")
+    ray.add_argument("--actors", type=_positive_int, help="actors (model copies) at once (default: CPUs // threads per actor)")
+    ray.add_argument("--threads-per-actor", type=_positive_int, default=1,
+                     help="ONNX Runtime threads per actor, and the CPUs each actor asks of Ray (default 1)")
+    ray.add_argument("--output-format", choices=["parquet", "jsonl"], default="parquet",
+                     help="format of the result parts (default parquet)")
+    ray.add_argument("--output-scores", action="store_true", help="add each output's sequence score (beam search)")
     langs = gen.add_argument_group("translation (mBART-50, M2M100, NLLB, multi-target Marian)")
     langs.add_argument("--src-lang", help="source language code, e.g. en_XX, en (M2M100), eng_Latn (NLLB)")
     langs.add_argument("--tgt-lang", help="target language code, e.g. fr_XX, fr, fra_Latn, fra (Marian >>fra<<)")
@@ -311,6 +324,11 @@ def _run_generate(args) -> int:
 
     if bool(args.texts) == bool(args.input):
         raise Seq2SeqOnnxError("give either TEXT arguments or --input FILE")
+    if args.ray:
+        return _run_generate_on_ray(args)
+    for flag in ("ray_address", "actors", "output_scores"):
+        if getattr(args, flag):
+            raise Seq2SeqOnnxError(f"--{flag.replace('_', '-')} goes with --ray")
     if args.batch_size < 1:
         raise Seq2SeqOnnxError(f"--batch-size must be at least 1, got {args.batch_size}")
     target = _check_output_file(args.output, args.overwrite) if args.output else None  # before any work
@@ -335,11 +353,9 @@ def _run_generate(args) -> int:
                 print("\n".join(mine))
         return EXIT_OK
     if args.texts:
-        rows, bad = [(i + 1, {"input": text}) for i, text in enumerate(args.texts)], []
+        rows, bad = [(i + 1, {"input": text}, text) for i, text in enumerate(args.texts)], []
     else:
-        from .evaluate import read_jsonl_lines
-
-        rows, bad = read_jsonl_lines(args.input, required=("input",))
+        rows, bad = _read_input_lines(args.input, args.text_column)
         for number, reason in bad:
             print(f"{args.input}:{number}: {reason}; skipped", file=sys.stderr)
     _generate_rows(model, rows, options, args.batch_size, target, args.overwrite)
@@ -347,6 +363,53 @@ def _run_generate(args) -> int:
         print(f"{len(bad)} bad line(s) skipped; {len(rows)} generated", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _read_input_lines(path: str, text_column: str | None):
+    """JSONL rows [(line number, row, its text)] and bad lines [(line number, reason)]."""
+    from pathlib import Path
+
+    from .jobs import TEXT_COLUMNS, input_format, read_prompts
+
+    if input_format(Path(path)) == "parquet":
+        raise Seq2SeqOnnxError(f"{path}: Parquet input goes with --ray (a folder of results); without it, give JSONL")
+    prompts = read_prompts(path, text_column)
+    columns = (text_column,) if text_column else TEXT_COLUMNS
+    rows, bad = [], []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = [line for line in f]
+    for p in prompts:
+        if p.error:
+            bad.append((p.id + 1, p.error.split(": ", 1)[-1]))
+            continue
+        row = json.loads(lines[p.id])
+        column = next(c for c in columns if c in row)
+        rows.append((p.id + 1, row, row[column]))
+    return rows, bad
+
+
+def _run_generate_on_ray(args) -> int:
+    from .ray import run_job
+
+    if not args.input or not args.output:
+        raise Seq2SeqOnnxError("--ray takes --input FILE and --output FOLDER (not TEXT arguments)")
+    if args.threads:
+        raise Seq2SeqOnnxError("with --ray, threads are per actor: use --threads-per-actor")
+    options = {**_decoding_options(args), "src_lang": args.src_lang, "tgt_lang": args.tgt_lang}
+    options = {k: v for k, v in options.items() if v is not None or k in ("max_new_tokens", "min_new_tokens")}
+    summary = run_job(args.folder, args.input, args.output, address=args.ray_address, actors=args.actors,
+                      threads_per_actor=args.threads_per_actor, batch_size=args.batch_size, dtype=args.dtype,
+                      text_column=args.text_column, output_format=args.output_format, output_scores=args.output_scores,
+                      overwrite=args.overwrite, options=options, progress=not args.json and sys.stderr.isatty())
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{summary['rows']} rows: {summary['skipped']} already done, {summary['generated']} generated, "
+              f"{summary['failed']} failed in this run ({summary['rows_per_second']} rows/s, {summary['actors']} actors x "
+              f"{summary['threads_per_actor']} threads); results in {summary['output']}", file=sys.stderr)
+        if summary["failed_total"]:
+            print(f"{summary['failed_total']} row(s) failed: see their `error` column", file=sys.stderr)
+    return EXIT_FAILED if summary["failed_total"] else EXIT_OK
 
 
 def _check_output_file(output: str, overwrite: bool):
@@ -388,9 +451,9 @@ def _generate_rows(model, rows, options, batch_size: int, target, overwrite: boo
         with tqdm(total=len(rows), unit="input", file=sys.stderr, disable=target is None or not sys.stderr.isatty()) as bar:
             for start in range(0, len(rows), batch_size):
                 batch = rows[start : start + batch_size]
-                outputs = model.generate_text([row["input"] for _, row in batch], **options)
+                outputs = model.generate_text([text for _, _, text in batch], **options)
                 per_input = len(outputs) // len(batch)
-                for i, (_, row) in enumerate(batch):
+                for i, (_, row, _) in enumerate(batch):
                     mine = outputs[i * per_input : (i + 1) * per_input]
                     out.write(json.dumps({**row, "output": mine[0] if per_input == 1 else mine}, ensure_ascii=False) + "\n")
                 bar.update(len(batch))

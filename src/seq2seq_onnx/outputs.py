@@ -372,3 +372,21 @@ def interrupt_on_sigterm():
     finally:
         for signum in mine:
             signal.signal(signum, defaults[signum])
+
+
+@contextlib.contextmanager
+def reclaim_sigterm():
+    """Like `interrupt_on_sigterm`, after a library replaced the process's SIGTERM handler behind Python's back.
+
+    Ray's core worker (`ray.init`) installs a C++ handler that kills the driver on SIGTERM, so a job
+    could not write what it had done; inside this block SIGTERM raises `Terminated` again.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
