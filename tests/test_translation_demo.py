@@ -127,3 +127,20 @@ def test_translation_quickstart_commands(demo_export, capsys):
     assert "(greedy, batch 32)" in capsys.readouterr().out
     assert main(["eval", str(demo_export), "--data", str(HELD_OUT), "--limit", "30", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["num_beams"] == 4  # generation_config.json's
+
+
+def test_an_input_too_long_for_the_position_table_fails_alone_and_clearly(demo_export):
+    """Marian's positions stop at max_position_embeddings: a longer input is refused with the numbers, before ONNX
+    Runtime's out-of-bounds Gather; in a batch job only that row fails (seq2seq_onnx.jobs.generate_batch)."""
+    from seq2seq_onnx import Seq2SeqOnnxModel
+    from seq2seq_onnx.jobs import generate_batch
+
+    model = Seq2SeqOnnxModel.from_pretrained(demo_export)
+    limit = model.max_source_positions
+    assert limit == json.loads((demo_export / "config.json").read_text())["max_position_embeddings"]
+    long = " ".join(["twenty-one"] * limit)
+    with pytest.raises(ValueError, match=rf"is \d+ tokens long; this model takes at most {limit}"):
+        model.generate_text(long, tgt_lang="fra")
+    results = generate_batch(model, ["4521", long, "March 3, 2021"], {"tgt_lang": "fra"})
+    assert [r["output"] for r in results] == ["quatre mille cinq cent vingt et un", None, "3 mars 2021"]
+    assert "the input is" in results[1]["error"] and f"at most {limit}" in results[1]["error"]

@@ -36,6 +36,25 @@ _UNSUPPORTED_KEYS = {
 }
 
 
+_RELATIVE_POSITIONS = ("t5", "mt5", "umt5")  # position buckets: no length limit
+
+
+def max_source_positions(folder: Path) -> int | None:
+    """The longest input the encoder takes, in tokens: config.json's `max_position_embeddings` for models with a
+    position table (BART, mBART, Marian, M2M100/NLLB, Pegasus), None for T5's relative positions.
+
+    Past it, the exported position lookup fails inside ONNX Runtime ("indices element out of data bounds").
+    """
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    limit = config.get("max_position_embeddings")
+    if config.get("model_type") in _RELATIVE_POSITIONS or not isinstance(limit, int) or limit <= 0:
+        return None
+    return limit
+
+
 def options_from_folder(folder: Path) -> GenerationOptions:
     """Default generation options: generation_config.json, then config.json, then transformers' defaults."""
     config = json.loads((folder / "config.json").read_text())
@@ -87,6 +106,7 @@ class Seq2SeqOnnxModel:
         # Marian / M2M100: transformers' Python tokenizers strip decoded text (see runtime/text.py)
         self.strip_decoded = strips_decoded_text(folder)
         self._languages: Languages | None = None
+        self.max_source_positions = max_source_positions(folder)
 
     @classmethod
     def from_pretrained(cls, folder, dtype: str = "fp32", threads: int | None = None, providers=None) -> "Seq2SeqOnnxModel":
@@ -144,13 +164,20 @@ class Seq2SeqOnnxModel:
 
         `src_lang` / `tgt_lang` apply the family's translation rule to the input (source code in the
         template; Marian's `>>xx<<` tag); the target's generation options come from `generate_text`.
-        Raises ValueError for no text, UnknownLanguageError for a code the model lacks.
+        Raises ValueError for no text or an input longer than the model's position table
+        (`max_source_positions`), UnknownLanguageError for a code the model lacks.
         """
         if not texts:
             raise ValueError("no input text")
         translation = self._translation(src_lang, tgt_lang)
         encodings = translation.tokenizer.encode_batch([translation.prefix + t for t in texts])
         width = max(len(e.ids) for e in encodings)
+        limit = self.max_source_positions
+        if limit is not None and width > limit:
+            longest = max(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+            which = "the input" if len(encodings) == 1 else f"input {longest} of the batch"
+            raise ValueError(f"{which} is {width} tokens long; this model takes at most {limit} "
+                             "(max_position_embeddings in config.json): shorten it")
         ids = np.full((len(encodings), width), self.generation_options.pad_token_id, dtype=np.int64)
         mask = np.zeros((len(encodings), width), dtype=np.int64)
         for i, e in enumerate(encodings):
