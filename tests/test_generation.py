@@ -170,7 +170,7 @@ def test_generate_command_options_and_files(converted, tmp_path, capsys):
                  "--max-new-tokens", "9"])
     err = capsys.readouterr().err
     assert code == 1
-    assert f"{data}:2: not valid JSON" in err and f"{data}:3: expected an object" in err
+    assert f"{data}:2: not valid JSON" in err and f"{data}:3: no 'input' field" in err
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == [1, 2]
     assert rows[0]["output"] == model.generate_text(PROMPTS[0], max_new_tokens=9)

@@ -77,9 +77,14 @@ def test_ray_job_equals_single_process_and_reports_bad_rows(demo_export, prompts
     # a rerun finds everything done: nothing generated, nothing written twice
     again = _cli("generate", demo_export, "--input", prompts_file, "--output", out, "--ray", "--actors", 2, "--json")
     assert json.loads(again.stdout)["skipped"] == 302 and read_results(out) == rows
-    # and other options are another job: refused, nothing touched
+    # and other options are another job: refused, nothing touched; so is a changed input
     other = _cli("generate", demo_export, "--input", prompts_file, "--output", out, "--ray", "--num-beams", 2)
-    assert other.returncode == 2 and "different job" in other.stderr and read_results(out) == rows
+    assert other.returncode == 2 and "different job (differs in: options)" in other.stderr and read_results(out) == rows
+    changed = tmp_path / "prompts.jsonl"
+    changed.write_text(prompts_file.read_text() + json.dumps({"text": "spell out: 12"}) + "\n")
+    os.utime(changed, ns=(prompts_file.stat().st_atime_ns, prompts_file.stat().st_mtime_ns))
+    moved = _cli("generate", demo_export, "--input", changed, "--output", out, "--ray")
+    assert moved.returncode == 2 and "input" in moved.stderr and read_results(out) == rows
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -138,11 +143,20 @@ def test_output_folder_never_mixes_jobs_nor_deletes_other_files(tmp_path):
     job = {"model": "m", "input": "i", "options": {}}
     folder = OutputFolder(tmp_path / "out", job, "jsonl")
     folder.write([{"id": 3, "prompt": "a", "output": "x", "error": None}])
-    assert OutputFolder(tmp_path / "out", job, "jsonl").done_ids() == {3}
+    folder.close()
+    again = OutputFolder(tmp_path / "out", job, "jsonl")
+    assert again.done_ids() == {3}
+    again.close()
     with pytest.raises(Exception, match="different job"):
         OutputFolder(tmp_path / "out", {**job, "options": {"num_beams": 2}}, "jsonl")
-    OutputFolder(tmp_path / "out", {**job, "options": {"num_beams": 2}}, "jsonl", overwrite=True)
-    assert OutputFolder(tmp_path / "out", {**job, "options": {"num_beams": 2}}, "jsonl").done_ids() == set()
+    OutputFolder(tmp_path / "out", {**job, "options": {"num_beams": 2}}, "jsonl", overwrite=True).close()
+    held = OutputFolder(tmp_path / "out", {**job, "options": {"num_beams": 2}}, "jsonl")
+    assert held.done_ids() == set()
+    with pytest.raises(Exception, match="in use by another running job"):  # one job per folder at a time
+        OutputFolder(tmp_path / "out", {**job, "options": {"num_beams": 2}}, "jsonl")
+    (tmp_path / "out" / "part-000000000009-1-1.jsonl").write_text('{"id": 9, "pro')  # cut short by a power loss
+    with pytest.raises(Exception, match="part-000000000009-1-1.jsonl is unreadable .*move it out"):
+        read_results(tmp_path / "out")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     with pytest.raises(Exception, match="did not write"):

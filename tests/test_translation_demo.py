@@ -144,3 +144,17 @@ def test_an_input_too_long_for_the_position_table_fails_alone_and_clearly(demo_e
     results = generate_batch(model, ["4521", long, "March 3, 2021"], {"tgt_lang": "fra"})
     assert [r["output"] for r in results] == ["quatre mille cinq cent vingt et un", None, "3 mars 2021"]
     assert "the input is" in results[1]["error"] and f"at most {limit}" in results[1]["error"]
+
+
+def test_a_failing_row_does_not_stop_generate_input(demo_export, tmp_path, capsys):
+    """`generate --input`: the too-long row gets "output": null and its error, the other rows their output, exit 1."""
+    data = tmp_path / "in.jsonl"
+    long = " ".join(["twenty-one"] * 300)
+    data.write_text("".join(json.dumps({"input": t, "id": i}) + "\n" for i, t in enumerate(["4521", long, "March 3, 2021"])))
+    out = tmp_path / "out.jsonl"
+    assert main(["generate", str(demo_export), "--input", str(data), "--output", str(out), "--tgt-lang", "fra",
+                 "--batch-size", "3"]) == 1
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["output"] for r in rows] == ["quatre mille cinq cent vingt et un", None, "3 mars 2021"]
+    assert [r["id"] for r in rows] == [0, 1, 2] and "tokens long" in rows[1]["error"] and "error" not in rows[0]
+    assert f"{data}:2: " in capsys.readouterr().err

@@ -168,8 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
         '  seq2seq-onnx generate models/t5-demo "spell out: 4521"\n'
         '  seq2seq-onnx generate models/t5-demo "spell out: 17" --num-beams 4 --num-return-sequences 2 --json\n'
         "  seq2seq-onnx generate models/t5-demo --input prompts.jsonl --output answers.jsonl --batch-size 32\n\n"
-        'JSONL input: one {"input": "..."} object per line; other fields are copied to the output line.\n'
-        "exit codes: 0 done; 1 some input lines were bad (reported, skipped); 2 bad arguments or folder.",
+        'JSONL input: one {"input": "..."} object per line ("text", "prompt" or --text-column also do); other\n'
+        'fields are copied to the output line. A row that fails to generate gets "output": null and an "error".\n'
+        "With --ray: --output is a folder of result parts, and rerunning resumes (see README).\n"
+        "exit codes: 0 done; 1 some input lines were bad or failed (reported; the rest done); 2 bad arguments or folder.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     gen.add_argument("folder", help="exported model folder (config.json, tokenizer.json, onnx/)")
@@ -358,9 +360,11 @@ def _run_generate(args) -> int:
         rows, bad = _read_input_lines(args.input, args.text_column)
         for number, reason in bad:
             print(f"{args.input}:{number}: {reason}; skipped", file=sys.stderr)
-    _generate_rows(model, rows, options, args.batch_size, target, args.overwrite)
-    if bad:
-        print(f"{len(bad)} bad line(s) skipped; {len(rows)} generated", file=sys.stderr)
+    failed = _generate_rows(model, rows, options, args.batch_size, target, args.overwrite)
+    for number, reason in failed:
+        print(f"{args.input or 'TEXT'}:{number}: {reason}; written with an \"error\" field", file=sys.stderr)
+    if bad or failed:
+        print(f"{len(bad)} bad line(s) skipped; {len(rows) - len(failed)} generated, {len(failed)} failed", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 
@@ -369,12 +373,12 @@ def _read_input_lines(path: str, text_column: str | None):
     """JSONL rows [(line number, row, its text)] and bad lines [(line number, reason)]."""
     from pathlib import Path
 
-    from .jobs import TEXT_COLUMNS, input_format, read_prompts
+    from .jobs import input_format, read_prompts
 
     if input_format(Path(path)) == "parquet":
         raise Seq2SeqOnnxError(f"{path}: Parquet input goes with --ray (a folder of results); without it, give JSONL")
-    prompts = read_prompts(path, text_column)
-    columns = (text_column,) if text_column else TEXT_COLUMNS
+    columns = (text_column,) if text_column else ("input", "text", "prompt")  # `input` first, as before --text-column
+    prompts = read_prompts(path, text_column, candidates=columns)
     rows, bad = [], []
     with open(path, encoding="utf-8", errors="replace") as f:
         lines = [line for line in f]
@@ -383,7 +387,7 @@ def _read_input_lines(path: str, text_column: str | None):
             bad.append((p.id + 1, p.error.split(": ", 1)[-1]))
             continue
         row = json.loads(lines[p.id])
-        column = next(c for c in columns if c in row)
+        column = next(c for c in columns if c in row and row[c] == p.text)
         rows.append((p.id + 1, row, row[column]))
     return rows, bad
 
@@ -428,16 +432,19 @@ def _check_output_file(output: str, overwrite: bool):
     return target
 
 
-def _generate_rows(model, rows, options, batch_size: int, target, overwrite: bool) -> None:
-    """Generate for [(line number, row)] in batches; JSON lines to stdout or to `target`, written in full or not at all.
+def _generate_rows(model, rows, options, batch_size: int, target, overwrite: bool) -> list[tuple[int, str]]:
+    """Generate for [(line number, row, text)] in batches; JSON lines to stdout or to `target`, written in full or not
+    at all; returns the rows that failed [(line number, error)] (their lines carry "output": null and "error").
 
     A regular file is built as a hidden partial file and published at the end (never over a file
     that appeared meanwhile, unless --overwrite); a device or pipe (/dev/stdout) is written to directly.
     """
     from tqdm.auto import tqdm
 
+    from .jobs import generate_batch
     from .outputs import partial_file, publish_file, remove_stale
 
+    failed: list[tuple[int, str]] = []
     partial = None
     if target is None:
         out = sys.stdout
@@ -451,11 +458,14 @@ def _generate_rows(model, rows, options, batch_size: int, target, overwrite: boo
         with tqdm(total=len(rows), unit="input", file=sys.stderr, disable=target is None or not sys.stderr.isatty()) as bar:
             for start in range(0, len(rows), batch_size):
                 batch = rows[start : start + batch_size]
-                outputs = model.generate_text([text for _, _, text in batch], **options)
-                per_input = len(outputs) // len(batch)
-                for i, (_, row, _) in enumerate(batch):
-                    mine = outputs[i * per_input : (i + 1) * per_input]
-                    out.write(json.dumps({**row, "output": mine[0] if per_input == 1 else mine}, ensure_ascii=False) + "\n")
+                # a batch that fails is retried row by row: a bad row (too long, ...) gets its error, the others their output
+                results = generate_batch(model, [text for _, _, text in batch], options)
+                for (number, row, _), result in zip(batch, results):
+                    line = {**row, "output": result["output"]}
+                    if result["error"]:
+                        line["error"] = result["error"]
+                        failed.append((number, result["error"]))
+                    out.write(json.dumps(line, ensure_ascii=False) + "\n")
                 bar.update(len(batch))
         if partial is not None:
             out.close()
@@ -465,6 +475,7 @@ def _generate_rows(model, rows, options, batch_size: int, target, overwrite: boo
             out.close()
         if partial is not None:
             partial.unlink(missing_ok=True)
+    return failed
 
 
 def _run_quantize(args) -> int:

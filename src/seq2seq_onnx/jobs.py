@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import Seq2SeqOnnxError
+from .outputs import umask
 
 TEXT_COLUMNS = ("text", "prompt", "input")  # looked for in this order when --text-column is not given
 JOB_FILE = "_job.json"
@@ -47,10 +48,20 @@ class Prompt:
 def _pyarrow():
     try:
         import pyarrow
+        import pyarrow.dataset  # noqa: F401
         import pyarrow.parquet  # noqa: F401
     except ImportError:
         raise Seq2SeqOnnxError("Parquet needs pyarrow: pip install 'seq2seq-onnx[ray]' (or pip install pyarrow)") from None
     return pyarrow
+
+
+def input_signature(path) -> dict:
+    """Size and modification time of an input file (or of a folder's files): a resumed job must read the same input."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    stats = [p.stat() for p in files]
+    return {"bytes": sum(st.st_size for st in stats), "mtime_ns": max((st.st_mtime_ns for st in stats), default=0),
+            "files": len(files)}
 
 
 def input_format(path: Path) -> str:
@@ -60,16 +71,20 @@ def input_format(path: Path) -> str:
     return "jsonl"
 
 
-def read_prompts(path, text_column: str | None = None) -> list[Prompt]:
+def read_prompts(path, text_column: str | None = None, candidates: tuple[str, ...] = TEXT_COLUMNS) -> list[Prompt]:
     """Every row of a JSONL or Parquet file as a Prompt; raises Seq2SeqOnnxError when no row has a text at all.
 
-    `text_column`: the field holding the text; default the first of text, prompt, input that the
-    row (JSONL) or the schema (Parquet) has.
+    `text_column`: the field holding the text; default the first of `candidates` (text, prompt,
+    input) that the file has: the schema (Parquet), or the first JSON object having any of them
+    (JSONL); one column for the whole file.
     """
     path = Path(path)
     if not path.exists():
         raise Seq2SeqOnnxError(f"--input {path} does not exist")
-    prompts = _read_parquet(path, text_column) if input_format(path) == "parquet" else _read_jsonl(path, text_column)
+    if input_format(path) == "parquet":
+        prompts = _read_parquet(path, text_column, candidates)
+    else:
+        prompts = _read_jsonl(path, text_column, candidates)
     if prompts and all(p.error for p in prompts):
         raise Seq2SeqOnnxError(f"{path}: no row has a text to generate from; row {prompts[0].id}: {prompts[0].error}")
     return prompts
@@ -83,9 +98,9 @@ def _text_error(value, column: str) -> str | None:
     return None
 
 
-def _read_jsonl(path: Path, text_column: str | None) -> list[Prompt]:
+def _read_jsonl(path: Path, text_column: str | None, candidates: tuple[str, ...]) -> list[Prompt]:
     prompts = []
-    wanted = (text_column,) if text_column else TEXT_COLUMNS
+    wanted = (text_column,) if text_column else candidates
     with open(path, encoding="utf-8", errors="replace") as f:
         for index, line in enumerate(f):
             if not line.strip():
@@ -96,6 +111,8 @@ def _read_jsonl(path: Path, text_column: str | None) -> list[Prompt]:
                 prompts.append(Prompt(index, None, f"line {index + 1}: not valid JSON ({err.msg})"))
                 continue
             column = next((c for c in wanted if isinstance(row, dict) and c in row), None)
+            if column is not None and len(wanted) > 1:
+                wanted = (column,)  # the first row with a text field decides for the whole file
             if column is None:
                 names = " or ".join(repr(c) for c in wanted)
                 prompts.append(Prompt(index, None, f"line {index + 1}: no {names} field"))
@@ -105,15 +122,15 @@ def _read_jsonl(path: Path, text_column: str | None) -> list[Prompt]:
     return prompts
 
 
-def _read_parquet(path: Path, text_column: str | None) -> list[Prompt]:
+def _read_parquet(path: Path, text_column: str | None, candidates: tuple[str, ...]) -> list[Prompt]:
     pa = _pyarrow()
     try:
         schema = pa.parquet.read_schema(path) if path.is_file() else pa.dataset.dataset(path, format="parquet").schema
     except Exception as err:
         raise Seq2SeqOnnxError(f"cannot read {path} as Parquet: {err}") from None
-    column = text_column or next((c for c in TEXT_COLUMNS if c in schema.names), None)
+    column = text_column or next((c for c in candidates if c in schema.names), None)
     if column is None or column not in schema.names:
-        wanted = repr(text_column) if text_column else " or ".join(repr(c) for c in TEXT_COLUMNS)
+        wanted = repr(text_column) if text_column else " or ".join(repr(c) for c in candidates)
         raise Seq2SeqOnnxError(f"{path} has no {wanted} column (columns: {', '.join(schema.names)}); "
                                "name the text column with --text-column")
     values = pa.parquet.read_table(path, columns=[column]).column(column).to_pylist()
@@ -185,22 +202,27 @@ class OutputFolder:
         if not self.path.parent.is_dir():
             raise Seq2SeqOnnxError(f"--output {self.path}: folder {self.path.parent} does not exist")
         self.path.mkdir(exist_ok=True)
-        ours = self._our_files()
-        others = [p.name for p in self.path.iterdir() if p not in ours and not p.name.startswith(".")]
-        if others:
-            raise Seq2SeqOnnxError(f"--output {self.path} holds files this job did not write ({', '.join(sorted(others)[:3])}); "
-                                   "give an empty or new folder")
-        recorded = self._recorded_job()
-        if overwrite:
-            for p in ours:
-                p.unlink(missing_ok=True)
-            recorded = None
-        elif recorded is not None and recorded != self.job:
-            changed = sorted(k for k in set(recorded) | set(self.job) if recorded.get(k) != self.job.get(k))
-            raise Seq2SeqOnnxError(f"--output {self.path} holds results of a different job (differs in: {', '.join(changed)}); "
-                                   "use another folder, or --overwrite to start again")
-        if recorded is None:
-            self._publish(self.path / JOB_FILE, json.dumps(self.job, indent=2, sort_keys=True).encode())
+        self._lock()
+        try:
+            ours = self._our_files()
+            others = [p.name for p in self.path.iterdir() if p not in ours and not p.name.startswith(".")]
+            if others:
+                raise Seq2SeqOnnxError(f"--output {self.path} holds files this job did not write ({', '.join(sorted(others)[:3])}); "
+                                       "give an empty or new folder")
+            recorded = self._recorded_job()
+            if overwrite:
+                for p in ours:
+                    p.unlink(missing_ok=True)
+                recorded = None
+            elif recorded is not None and recorded != self.job:
+                changed = sorted(k for k in set(recorded) | set(self.job) if recorded.get(k) != self.job.get(k))
+                raise Seq2SeqOnnxError(f"--output {self.path} holds results of a different job (differs in: {', '.join(changed)}); "
+                                       "use another folder, or --overwrite to start again")
+            if recorded is None:
+                self._publish(self.path / JOB_FILE, json.dumps(self.job, indent=2, sort_keys=True).encode())
+        except BaseException:  # refused: the folder is not kept locked
+            self.close()
+            raise
         self._count = 0
         self._schema = None
         if output_format == "parquet":
@@ -212,14 +234,34 @@ class OutputFolder:
                 fields.append(("score", pa.list_(pa.float64()) if many else pa.float64()))
             self._schema = pa.schema(fields)  # fixed, so that parts of only errors still read as one table
 
+    def _lock(self) -> None:
+        """One job per folder at a time (two would generate every pending row twice); released when the process ends."""
+        import fcntl
+
+        self._lock_fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._lock_fd)
+            raise Seq2SeqOnnxError(f"--output {self.path} is in use by another running job") from None
+
+    def close(self) -> None:
+        """Release the folder (also done when the process ends)."""
+        if getattr(self, "_lock_fd", None) is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
     def _our_files(self) -> set[Path]:
         return {p for p in self.path.iterdir() if p.name == JOB_FILE or _PART.match(p.name)}
 
     def _recorded_job(self) -> dict | None:
-        try:
-            return json.loads((self.path / JOB_FILE).read_text())
-        except (OSError, ValueError):
+        path = self.path / JOB_FILE
+        if not path.exists():
             return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise Seq2SeqOnnxError(f"{path} is unreadable ({err}); use another folder, or --overwrite to start again") from None
 
     def parts(self) -> list[Path]:
         return sorted(p for p in self.path.iterdir() if _PART.match(p.name))
@@ -230,6 +272,10 @@ class OutputFolder:
         for part in self.parts():
             done.update(row["id"] for row in self._read_part(part, columns=["id"]))
         return done
+
+    def failed_count(self) -> int:
+        """Rows written with an error (reads only the error column)."""
+        return sum(1 for part in self.parts() for row in self._read_part(part, columns=["error"]) if row["error"])
 
     def rows(self) -> list[dict]:
         """Every result row written so far, in input order (by id)."""
@@ -252,6 +298,9 @@ class OutputFolder:
             os.close(handle)
             try:
                 pa.parquet.write_table(pa.Table.from_pylist(rows, schema=self._schema), name)
+                with open(name, "rb+") as f:
+                    os.fsync(f.fileno())  # whole on disk before it is named done
+                os.chmod(name, 0o666 & ~umask())
                 os.replace(name, target)
             finally:
                 Path(name).unlink(missing_ok=True)
@@ -262,7 +311,9 @@ class OutputFolder:
         try:
             with os.fdopen(handle, "wb") as f:
                 f.write(data)
-            os.chmod(name, 0o644)
+                f.flush()
+                os.fsync(f.fileno())  # whole on disk before it is named done
+            os.chmod(name, 0o666 & ~umask())
             os.replace(name, target)
         finally:
             Path(name).unlink(missing_ok=True)
@@ -275,10 +326,14 @@ class OutputFolder:
 
 
 def _read_part(part: Path, columns=None) -> list[dict]:
-    if part.suffix == ".parquet":
-        return _pyarrow().parquet.read_table(part, columns=columns).to_pylist()
-    with open(part, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    try:
+        if part.suffix == ".parquet":
+            return _pyarrow().parquet.read_table(part, columns=columns).to_pylist()
+        with open(part, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    except Exception as err:  # cut short by a power loss: say which, and how to go on
+        raise Seq2SeqOnnxError(f"{part} is unreadable ({type(err).__name__}); move it out of the folder and rerun "
+                               "to generate its rows again") from None
     return rows if columns is None else [{k: r.get(k) for k in columns} for r in rows]
 
 

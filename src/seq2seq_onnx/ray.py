@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 from .errors import Seq2SeqOnnxError
-from .jobs import OutputFolder, Prompt, check_scores_wanted, generate_batch, read_prompts, read_results
+from .jobs import (OutputFolder, Prompt, check_scores_wanted, generate_batch, input_signature, read_prompts,
+                   read_results)
 
 # A part is written at least every FLUSH_ROWS results or FLUSH_SECONDS seconds (what a SIGKILL can lose at most).
 FLUSH_ROWS = int(os.environ.get("SEQ2SEQ_ONNX_FLUSH_ROWS", "2000"))
@@ -164,10 +165,19 @@ def run_job(model_dir, input_path, output_dir, *, address: str | None = None, ac
     del model
     prompts = read_prompts(input_path, text_column)
     job = {"model": str(Path(model_dir).resolve()), "dtype": dtype, "input": str(Path(input_path).resolve()),
-           "text_column": text_column, "options": {k: v for k, v in sorted(options.items()) if v is not None},
-           "output_scores": output_scores}
+           "input_signature": input_signature(input_path), "text_column": text_column,
+           "options": {k: v for k, v in sorted(options.items()) if v is not None}, "output_scores": output_scores}
     folder = OutputFolder(output_dir, job, output_format, overwrite=overwrite,
                           sequences_per_input=effective.num_return_sequences, output_scores=output_scores)
+    try:
+        return _job(ray, folder, prompts, model_dir, address=address, actors=actors, threads_per_actor=threads_per_actor,
+                    batch_size=batch_size, dtype=dtype, output_scores=output_scores, options=options, progress=progress)
+    finally:
+        folder.close()
+
+
+def _job(ray, folder: OutputFolder, prompts: list[Prompt], model_dir, *, address, actors, threads_per_actor, batch_size,
+         dtype, output_scores, options, progress) -> dict:
     folder.remove_debris()
     done = folder.done_ids()
     pending = [p for p in prompts if p.id not in done]
@@ -193,7 +203,7 @@ def run_job(model_dir, input_path, output_dir, *, address: str | None = None, ac
     seconds = time.perf_counter() - start
     summary["seconds"] = round(seconds, 3)
     summary["rows_per_second"] = round(summary["generated"] / seconds, 2) if seconds > 0 and summary["generated"] else 0.0
-    summary["failed_total"] = sum(1 for row in folder.rows() if row.get("error"))
+    summary["failed_total"] = folder.failed_count()
     return summary
 
 
@@ -204,9 +214,15 @@ def _init_ray(ray, address, actors, threads_per_actor) -> None:
         quiet = dict(log_to_driver=False, logging_level=logging.WARNING, configure_logging=True)
         if address:
             ray.init(address=address, **quiet)
+        elif actors:
+            # a local Ray of exactly the CPUs asked for, never more than this process may use
+            usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+            if actors * threads_per_actor > usable:
+                raise Seq2SeqOnnxError(f"{actors} actors x {threads_per_actor} threads = {actors * threads_per_actor} "
+                                       f"CPUs, but this machine has {usable}: lower --actors or --threads-per-actor")
+            ray.init(num_cpus=actors * threads_per_actor, include_dashboard=False, **quiet)
         else:
-            cpus = actors * threads_per_actor if actors else os.cpu_count()
-            ray.init(num_cpus=cpus, include_dashboard=False, **quiet)
+            ray.init(include_dashboard=False, **quiet)  # Ray counts the CPUs, container limits included
     logging.getLogger("ray.data").setLevel(logging.ERROR)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # ours counts rows and rows/s over the whole job
@@ -219,8 +235,10 @@ def _run(ray, folder: OutputFolder, todo: list[Prompt], model_dir, summary: dict
 
     from .outputs import interrupt_on_sigterm, reclaim_sigterm
 
-    # blocks of a few batches: enough tasks to keep every actor busy, results back soon after they are done
-    chunk = batch_size * 4
+    # Blocks of 4 to 64 batches: enough of them to keep every actor busy, results back soon after they are
+    # done, and not millions of tiny Ray blocks for a large corpus.
+    workers = max(1, summary["actors"] or 1)
+    chunk = batch_size * min(64, max(4, len(todo) // (batch_size * workers * 8)))
     tables = [pa.table({"id": pa.array([p.id for p in todo[i : i + chunk]], type=pa.int64()),
                         "prompt": pa.array([p.text for p in todo[i : i + chunk]], type=pa.string())})
               for i in range(0, len(todo), chunk)]
@@ -232,9 +250,9 @@ def _run(ray, folder: OutputFolder, todo: list[Prompt], model_dir, summary: dict
 
     def flush():
         nonlocal buffer, last
-        if buffer:
-            folder.write(buffer)
-            buffer, last = [], time.monotonic()
+        rows, buffer, last = buffer, [], time.monotonic()  # taken out first: an interrupt mid-write never writes them twice
+        if rows:
+            folder.write(rows)
 
     bar = tqdm(total=len(todo), unit="row", file=sys.stderr, disable=not progress, smoothing=0.1)
     try:
