@@ -79,12 +79,16 @@ def test_ray_job_equals_single_process_and_reports_bad_rows(demo_export, prompts
     assert json.loads(again.stdout)["skipped"] == 302 and read_results(out) == rows
     # and other options are another job: refused, nothing touched; so is a changed input
     other = _cli("generate", demo_export, "--input", prompts_file, "--output", out, "--ray", "--num-beams", 2)
-    assert other.returncode == 2 and "different job (differs in: options)" in other.stderr and read_results(out) == rows
+    assert other.returncode == 2 and "different job (option num_beams: None -> 2)" in other.stderr and read_results(out) == rows
     changed = tmp_path / "prompts.jsonl"
     changed.write_text(prompts_file.read_text() + json.dumps({"text": "spell out: 12"}) + "\n")
     os.utime(changed, ns=(prompts_file.stat().st_atime_ns, prompts_file.stat().st_mtime_ns))
     moved = _cli("generate", demo_export, "--input", changed, "--output", out, "--ray")
-    assert moved.returncode == 2 and "input" in moved.stderr and read_results(out) == rows
+    assert moved.returncode == 2 and "the input file changed" in moved.stderr and read_results(out) == rows
+    # a refused job leaves nothing behind: not even the folder it would have made
+    crowded = _cli("generate", demo_export, "--input", prompts_file, "--output", tmp_path / "new", "--ray", "--actors", 64)
+    assert crowded.returncode == 2 and "64 actors x 1 threads = 64 CPUs" in crowded.stderr
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -154,6 +158,8 @@ def test_output_folder_never_mixes_jobs_nor_deletes_other_files(tmp_path):
     assert held.done_ids() == set()
     with pytest.raises(Exception, match="in use by another running job"):  # one job per folder at a time
         OutputFolder(tmp_path / "out", {**job, "options": {"num_beams": 2}}, "jsonl")
+    held.write([{"id": 1, "prompt": "b", "output": "y", "error": None}])  # _job.json comes with the first part
+    assert read_results(tmp_path / "out") == [{"id": 1, "prompt": "b", "output": "y", "error": None}]
     (tmp_path / "out" / "part-000000000009-1-1.jsonl").write_text('{"id": 9, "pro')  # cut short by a power loss
     with pytest.raises(Exception, match="part-000000000009-1-1.jsonl is unreadable .*move it out"):
         read_results(tmp_path / "out")

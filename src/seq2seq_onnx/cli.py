@@ -176,10 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("folder", help="exported model folder (config.json, tokenizer.json, onnx/)")
     gen.add_argument("texts", nargs="*", metavar="TEXT", help="input text(s), generated as one batch")
-    gen.add_argument("--input", help="JSONL file of inputs (instead of TEXT)")
+    gen.add_argument("--input", help="JSONL file of inputs (instead of TEXT); with --ray also Parquet (a file or folder)")
     gen.add_argument("--output", help="JSONL file for the results, {input, output} per line, for TEXT or --input "
-                     "(default: stdout); written in full or not at all")
-    gen.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+                     "(default: stdout); written in full or not at all. With --ray: a folder of result parts")
+    gen.add_argument("--overwrite", action="store_true", help="replace an existing --output file (with --ray: start the "
+                     "job's folder again, removing only the files the job wrote)")
     gen.add_argument("--batch-size", type=int, default=16, help="inputs per batch with --input (default 16)")
     gen.add_argument("--dtype", default="fp32", help="which ONNX files to load: fp32 (default), fp16, q8, int8, uint8, q4, q4f16, bnb4")
     gen.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime intra-op threads (default: all cores)")
@@ -192,9 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     ray.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (e.g. auto, or HEAD:6379 after "
                      "`ray start --head`); default: start a local Ray with actors x threads CPUs")
     ray.add_argument("--actors", type=_positive_int, help="actors (model copies) at once (default: CPUs // threads per actor)")
-    ray.add_argument("--threads-per-actor", type=_positive_int, default=1,
+    ray.add_argument("--threads-per-actor", type=_positive_int,
                      help="ONNX Runtime threads per actor, and the CPUs each actor asks of Ray (default 1)")
-    ray.add_argument("--output-format", choices=["parquet", "jsonl"], default="parquet",
+    ray.add_argument("--output-format", choices=["parquet", "jsonl"],
                      help="format of the result parts (default parquet)")
     ray.add_argument("--output-scores", action="store_true", help="add each output's sequence score (beam search)")
     langs = gen.add_argument_group("translation (mBART-50, M2M100, NLLB, multi-target Marian)")
@@ -328,9 +329,9 @@ def _run_generate(args) -> int:
         raise Seq2SeqOnnxError("give either TEXT arguments or --input FILE")
     if args.ray:
         return _run_generate_on_ray(args)
-    for flag in ("ray_address", "actors", "output_scores"):
+    for flag in ("ray_address", "actors", "output_scores", "threads_per_actor", "output_format"):
         if getattr(args, flag):
-            raise Seq2SeqOnnxError(f"--{flag.replace('_', '-')} goes with --ray")
+            raise Seq2SeqOnnxError(f"--{flag.replace('_', '-')} goes with --ray (without it, --output is one JSONL file)")
     if args.batch_size < 1:
         raise Seq2SeqOnnxError(f"--batch-size must be at least 1, got {args.batch_size}")
     target = _check_output_file(args.output, args.overwrite) if args.output else None  # before any work
@@ -402,11 +403,15 @@ def _run_generate_on_ray(args) -> int:
     options = {**_decoding_options(args), "src_lang": args.src_lang, "tgt_lang": args.tgt_lang}
     options = {k: v for k, v in options.items() if v is not None or k in ("max_new_tokens", "min_new_tokens")}
     summary = run_job(args.folder, args.input, args.output, address=args.ray_address, actors=args.actors,
-                      threads_per_actor=args.threads_per_actor, batch_size=args.batch_size, dtype=args.dtype,
-                      text_column=args.text_column, output_format=args.output_format, output_scores=args.output_scores,
-                      overwrite=args.overwrite, options=options, progress=not args.json and sys.stderr.isatty())
+                      threads_per_actor=args.threads_per_actor or 1, batch_size=args.batch_size, dtype=args.dtype,
+                      text_column=args.text_column, output_format=args.output_format or "parquet",
+                      output_scores=args.output_scores, overwrite=args.overwrite, options=options,
+                      progress=sys.stderr.isatty())
     if args.json:
         print(json.dumps(summary, indent=2))
+    elif summary["skipped"] == summary["rows"]:
+        print(f"nothing to do: all {summary['rows']} rows are already in {summary['output']} "
+              f"({summary['failed_total']} of them failed)", file=sys.stderr)
     else:
         print(f"{summary['rows']} rows: {summary['skipped']} already done, {summary['generated']} generated, "
               f"{summary['failed']} failed in this run ({summary['rows_per_second']} rows/s, {summary['actors']} actors x "

@@ -94,7 +94,9 @@ def _text_error(value, column: str) -> str | None:
     if value is None:
         return f"{column!r} is null"
     if not isinstance(value, str):
-        return f"{column!r} is a {type(value).__name__}, not a string"
+        return f"{column!r} is not a string ({type(value).__name__} {str(value)[:40]})"
+    if not value.strip():
+        return f"{column!r} is empty"
     return None
 
 
@@ -110,7 +112,10 @@ def _read_jsonl(path: Path, text_column: str | None, candidates: tuple[str, ...]
             except json.JSONDecodeError as err:
                 prompts.append(Prompt(index, None, f"line {index + 1}: not valid JSON ({err.msg})"))
                 continue
-            column = next((c for c in wanted if isinstance(row, dict) and c in row), None)
+            if not isinstance(row, dict):
+                prompts.append(Prompt(index, None, f"line {index + 1}: not a JSON object"))
+                continue
+            column = next((c for c in wanted if c in row), None)
             if column is not None and len(wanted) > 1:
                 wanted = (column,)  # the first row with a text field decides for the whole file
             if column is None:
@@ -201,6 +206,7 @@ class OutputFolder:
             raise Seq2SeqOnnxError(f"--output {self.path} is a file; give a folder for the job's results")
         if not self.path.parent.is_dir():
             raise Seq2SeqOnnxError(f"--output {self.path}: folder {self.path.parent} does not exist")
+        self._created = not self.path.exists()
         self.path.mkdir(exist_ok=True)
         self._lock()
         try:
@@ -215,11 +221,9 @@ class OutputFolder:
                     p.unlink(missing_ok=True)
                 recorded = None
             elif recorded is not None and recorded != self.job:
-                changed = sorted(k for k in set(recorded) | set(self.job) if recorded.get(k) != self.job.get(k))
-                raise Seq2SeqOnnxError(f"--output {self.path} holds results of a different job (differs in: {', '.join(changed)}); "
+                raise Seq2SeqOnnxError(f"--output {self.path} holds results of a different job ({_differences(recorded, self.job)}); "
                                        "use another folder, or --overwrite to start again")
-            if recorded is None:
-                self._publish(self.path / JOB_FILE, json.dumps(self.job, indent=2, sort_keys=True).encode())
+            self._recorded = recorded is not None  # _job.json is written with the first part, not before
         except BaseException:  # refused: the folder is not kept locked
             self.close()
             raise
@@ -246,10 +250,12 @@ class OutputFolder:
             raise Seq2SeqOnnxError(f"--output {self.path} is in use by another running job") from None
 
     def close(self) -> None:
-        """Release the folder (also done when the process ends)."""
+        """Release the folder (also done when the process ends); a folder this job made and left empty is removed."""
         if getattr(self, "_lock_fd", None) is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+            if self._created and not any(self.path.iterdir()):
+                self.path.rmdir()
 
     def _our_files(self) -> set[Path]:
         return {p for p in self.path.iterdir() if p.name == JOB_FILE or _PART.match(p.name)}
@@ -286,6 +292,9 @@ class OutputFolder:
 
     def write(self, rows: list[dict]) -> Path:
         """Publish one part with `rows` (dicts with id, prompt, output, error and maybe score), atomically."""
+        if not self._recorded:
+            self._publish(self.path / JOB_FILE, json.dumps(self.job, indent=2, sort_keys=True).encode())
+            self._recorded = True
         self._count += 1
         first = min(r["id"] for r in rows)
         target = self.path / f"part-{first:012d}-{os.getpid()}-{self._count}.{self.format}"
@@ -323,6 +332,22 @@ class OutputFolder:
         for p in self.path.iterdir():
             if p.name.startswith(".") and any(p.name.startswith(f".{n}") for n in ("part-", JOB_FILE)):
                 p.unlink(missing_ok=True)
+
+
+def _differences(recorded: dict, job: dict) -> str:
+    """What differs between two job records, in words: `options num_beams: None -> 2; the input changed`."""
+    said = []
+    for key in sorted(set(recorded) | set(job)):
+        old, new = recorded.get(key), job.get(key)
+        if old == new:
+            continue
+        if key == "input_signature":
+            said.append("the input file changed since the first run (size or modification time)")
+        elif key == "options" and isinstance(old, dict) and isinstance(new, dict):
+            said += [f"option {k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        else:
+            said.append(f"{key}: {old!r} -> {new!r}")
+    return "; ".join(said)
 
 
 def _read_part(part: Path, columns=None) -> list[dict]:

@@ -163,6 +163,11 @@ def run_job(model_dir, input_path, output_dir, *, address: str | None = None, ac
         raise Seq2SeqOnnxError(str(err)) from None
     check_scores_wanted(decoding, output_scores, model.generation_options.num_beams)
     del model
+    if actors and not address and not ray.is_initialized():
+        usable = _usable_cpus()
+        if actors * threads_per_actor > usable:
+            raise Seq2SeqOnnxError(f"{actors} actors x {threads_per_actor} threads = {actors * threads_per_actor} CPUs, "
+                                   f"but this machine has {usable}: lower --actors or --threads-per-actor")
     prompts = read_prompts(input_path, text_column)
     job = {"model": str(Path(model_dir).resolve()), "dtype": dtype, "input": str(Path(input_path).resolve()),
            "input_signature": input_signature(input_path), "text_column": text_column,
@@ -207,6 +212,10 @@ def _job(ray, folder: OutputFolder, prompts: list[Prompt], model_dir, *, address
     return summary
 
 
+def _usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _init_ray(ray, address, actors, threads_per_actor) -> None:
     import logging
 
@@ -216,7 +225,7 @@ def _init_ray(ray, address, actors, threads_per_actor) -> None:
             ray.init(address=address, **quiet)
         elif actors:
             # a local Ray of exactly the CPUs asked for, never more than this process may use
-            usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+            usable = _usable_cpus()
             if actors * threads_per_actor > usable:
                 raise Seq2SeqOnnxError(f"{actors} actors x {threads_per_actor} threads = {actors * threads_per_actor} "
                                        f"CPUs, but this machine has {usable}: lower --actors or --threads-per-actor")
@@ -229,16 +238,16 @@ def _init_ray(ray, address, actors, threads_per_actor) -> None:
 
 
 def _run(ray, folder: OutputFolder, todo: list[Prompt], model_dir, summary: dict, *, dtype, actors, threads_per_actor,
-         batch_size, output_scores, options, progress) -> None:
+         batch_size, output_scores, options, progress, log_every: float = 60.0) -> None:
     import pyarrow as pa
     from tqdm.auto import tqdm
 
     from .outputs import interrupt_on_sigterm, reclaim_sigterm
 
-    # Blocks of 4 to 64 batches: enough of them to keep every actor busy, results back soon after they are
-    # done, and not millions of tiny Ray blocks for a large corpus.
+    # Blocks of 4 to 16 batches: enough of them to keep every actor busy, results (and progress) back every
+    # few seconds, and not millions of tiny Ray blocks for a large corpus.
     workers = max(1, summary["actors"] or 1)
-    chunk = batch_size * min(64, max(4, len(todo) // (batch_size * workers * 8)))
+    chunk = batch_size * min(16, max(4, len(todo) // (batch_size * workers * 8)))
     tables = [pa.table({"id": pa.array([p.id for p in todo[i : i + chunk]], type=pa.int64()),
                         "prompt": pa.array([p.text for p in todo[i : i + chunk]], type=pa.string())})
               for i in range(0, len(todo), chunk)]
@@ -247,6 +256,7 @@ def _run(ray, folder: OutputFolder, todo: list[Prompt], model_dir, summary: dict
                           **options)
     buffer: list[dict] = []
     last = time.monotonic()
+    already_failed = summary["failed"]
 
     def flush():
         nonlocal buffer, last
@@ -255,6 +265,7 @@ def _run(ray, folder: OutputFolder, todo: list[Prompt], model_dir, summary: dict
             folder.write(rows)
 
     bar = tqdm(total=len(todo), unit="row", file=sys.stderr, disable=not progress, smoothing=0.1)
+    started, reported = time.monotonic(), time.monotonic()
     try:
         with interrupt_on_sigterm(), reclaim_sigterm():  # (ray.init replaced the SIGTERM handler)
             for out in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -263,8 +274,20 @@ def _run(ray, folder: OutputFolder, todo: list[Prompt], model_dir, summary: dict
                                    **({"score": row["score"]} if output_scores else {})})
                     summary["failed" if row["error"] else "generated"] += 1
                 bar.update(out.num_rows)
+                if not progress and log_every and time.monotonic() - reported >= log_every:  # logs of unattended runs
+                    reported = time.monotonic()
+                    done = summary["generated"] + summary["failed"] - already_failed
+                    rate = done / (reported - started)
+                    print(f"{done}/{len(todo)} rows, {rate:.1f} rows/s, about {(len(todo) - done) / rate / 60:.0f} min left",
+                          file=sys.stderr, flush=True)
                 if len(buffer) >= FLUSH_ROWS or time.monotonic() - last >= FLUSH_SECONDS:
                     flush()
+    except KeyboardInterrupt:
+        flush()
+        bar.close()
+        print(f"stopped: {summary['generated'] + summary['failed'] - already_failed} rows of this run are saved in "
+              f"{folder.path}; run the same command again to resume", file=sys.stderr)
+        raise
     finally:
         flush()  # what is done is kept, also on Ctrl-C / SIGTERM: a rerun resumes after it
         bar.close()
