@@ -230,7 +230,7 @@ def test_generate_output_file_is_never_clobbered_or_left_half_written(converted,
     assert out.read_text() == "yesterday's answers\n"
 
     calls = []
-    real = Seq2SeqOnnxModel.generate_text
+    real = Seq2SeqOnnxModel.generate
 
     def interrupted_after_one_batch(self, *a, **k):
         calls.append(1)
@@ -238,11 +238,11 @@ def test_generate_output_file_is_never_clobbered_or_left_half_written(converted,
             raise KeyboardInterrupt
         return real(self, *a, **k)
 
-    monkeypatch.setattr(Seq2SeqOnnxModel, "generate_text", interrupted_after_one_batch)
+    monkeypatch.setattr(Seq2SeqOnnxModel, "generate", interrupted_after_one_batch)
     assert main([*args, "--overwrite"]) == 130
     assert out.read_text() == "yesterday's answers\n" and debris(tmp_path) == []
 
-    monkeypatch.setattr(Seq2SeqOnnxModel, "generate_text", real)
+    monkeypatch.setattr(Seq2SeqOnnxModel, "generate", real)
     assert main([*args, "--overwrite"]) == 0
     assert len(out.read_text().splitlines()) == 3 and debris(tmp_path) == []
 
@@ -321,17 +321,17 @@ def test_generate_output_races_devices_and_text_arguments(converted, tmp_path, c
     from seq2seq_onnx.runtime import Seq2SeqOnnxModel
 
     target = tmp_path / "race.jsonl"
-    real = Seq2SeqOnnxModel.generate_text
+    real = Seq2SeqOnnxModel.generate
 
     def someone_writes_the_file(self, *a, **k):
         target.write_text("someone else's\n")
         return real(self, *a, **k)
 
-    monkeypatch.setattr(Seq2SeqOnnxModel, "generate_text", someone_writes_the_file)
+    monkeypatch.setattr(Seq2SeqOnnxModel, "generate", someone_writes_the_file)
     assert main(["generate", str(converted), "Hello", "--output", str(target)]) == 2
     assert "appeared while generating" in capsys.readouterr().err
     assert target.read_text() == "someone else's\n" and debris(tmp_path) == []
-    monkeypatch.setattr(Seq2SeqOnnxModel, "generate_text", real)
+    monkeypatch.setattr(Seq2SeqOnnxModel, "generate", real)
 
     # TEXT arguments go to --output too; a device is written to, never replaced by a file
     out = tmp_path / "answers.jsonl"
