@@ -276,19 +276,16 @@ class OutputFolder:
         """Ids of the rows already written (by this run or an earlier one)."""
         done: set[int] = set()
         for part in self.parts():
-            done.update(row["id"] for row in self._read_part(part, columns=["id"]))
+            done.update(row["id"] for row in _read_part(part, columns=["id"]))
         return done
 
     def failed_count(self) -> int:
         """Rows written with an error (reads only the error column)."""
-        return sum(1 for part in self.parts() for row in self._read_part(part, columns=["error"]) if row["error"])
+        return sum(1 for part in self.parts() for row in _read_part(part, columns=["error"]) if row["error"])
 
     def rows(self) -> list[dict]:
         """Every result row written so far, in input order (by id)."""
         return read_results(self.path)
-
-    def _read_part(self, part: Path, columns=None) -> list[dict]:
-        return _read_part(part, columns)
 
     def write(self, rows: list[dict]) -> Path:
         """Publish one part with `rows` (dicts with id, prompt, output, error and maybe score), atomically."""

@@ -223,12 +223,7 @@ def _init_ray(ray, address, actors, threads_per_actor) -> None:
         quiet = dict(log_to_driver=False, logging_level=logging.WARNING, configure_logging=True)
         if address:
             ray.init(address=address, **quiet)
-        elif actors:
-            # a local Ray of exactly the CPUs asked for, never more than this process may use
-            usable = _usable_cpus()
-            if actors * threads_per_actor > usable:
-                raise Seq2SeqOnnxError(f"{actors} actors x {threads_per_actor} threads = {actors * threads_per_actor} "
-                                       f"CPUs, but this machine has {usable}: lower --actors or --threads-per-actor")
+        elif actors:  # a local Ray of exactly the CPUs asked for (run_job checked they are usable)
             ray.init(num_cpus=actors * threads_per_actor, include_dashboard=False, **quiet)
         else:
             ray.init(include_dashboard=False, **quiet)  # Ray counts the CPUs, container limits included
