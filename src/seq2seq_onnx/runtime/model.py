@@ -139,7 +139,7 @@ class Seq2SeqOnnxModel:
         return cls(
             folder,
             dtype,
-            open_session(encoder_path, threads, providers),
+            open_session(encoder_path, threads, providers, spinning=False),  # runs once per generation
             DecoderRunner(onnx_dir, suffix, threads, providers),
             tokenizer,
             options,
