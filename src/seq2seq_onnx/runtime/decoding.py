@@ -68,7 +68,7 @@ class GreedyOrSampling:
             column[active] = picked
             tokens = np.concatenate([tokens, column[:, None]], axis=1)
             yield column
-            done_now = np.isin(picked, eos)
+            done_now = (picked[:, None] == eos).any(axis=1)  # np.isin costs ~0.1 ms per call
             finished[active] |= done_now
             if finished.all():
                 return
@@ -142,7 +142,7 @@ class BeamSearch:
             top_idx = np.take_along_axis(running_idx, from_beam[:, :, None], axis=1)
             top_idx[:, :, cur_len - 1] = from_beam + offsets
 
-            hits = np.isin(new_tokens, eos) | (cur_len + 1 >= max_length)
+            hits = (new_tokens[:, :, None] == eos).any(axis=-1) | (cur_len + 1 >= max_length)
 
             # beams that go on: the best K that did not just finish
             going_on = top_scores + hits.astype(np.float32) * _BIG
