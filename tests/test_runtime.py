@@ -281,6 +281,35 @@ def test_the_step_graph_is_slimmed_once_and_cached_on_disk(converted, tmp_path, 
     assert onnx.load_from_string(sessions.runtime_graph(merged)) == slim  # built again, not cached, still used
 
 
+def test_the_encoder_runs_slimmed_with_the_same_output_and_the_file_stays(converted, tmp_path, monkeypatch):
+    """The runtime's encoder is the file slimmed by onnxslim (fewer nodes), cached on disk beside the step graphs,
+    with the same hidden states bit for bit; the file is untouched; without a slimmed graph the file itself loads."""
+    import hashlib
+
+    import onnx
+    import onnxruntime as ort
+
+    import seq2seq_onnx.runtime.model as model_module
+    import seq2seq_onnx.runtime.sessions as sessions
+
+    path = converted / "onnx" / "encoder_model.onnx"
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    monkeypatch.setenv("SEQ2SEQ_ONNX_CACHE", str(tmp_path / "graphs"))
+    slim = sessions.encoder_graph(path)
+    assert len(onnx.load_from_string(slim).graph.node) < len(onnx.load(str(path)).graph.node)
+    assert len(list((tmp_path / "graphs").glob("encoder_model-*.onnx"))) == 1
+    model = Seq2SeqOnnxModel.from_pretrained(converted)
+    ids, mask = model.tokenize(["translate English to German: hello", "summarize: the quick brown fox jumps over"])
+    feed = {"input_ids": ids, "attention_mask": mask}
+    (ours,) = model.encoder.run(["last_hidden_state"], feed)
+    (plain,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["last_hidden_state"], feed)
+    np.testing.assert_array_equal(ours, plain)
+    monkeypatch.setattr(model_module, "encoder_graph", lambda path: None)
+    unslimmed = Seq2SeqOnnxModel.from_pretrained(converted)
+    np.testing.assert_array_equal(model.generate(ids, mask, max_new_tokens=12), unslimmed.generate(ids, mask, max_new_tokens=12))
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
 def test_top_k_of_wide_rows_breaks_ties_to_the_lower_index():
     """Beam search's top-k over num_beams * vocab scores (ONNX Runtime's TopK for wide rows) equals a stable sort's
     first k, ties at the cut included, -inf anywhere; narrow rows (sorted in numpy) too."""

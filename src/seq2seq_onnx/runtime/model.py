@@ -17,7 +17,7 @@ import numpy as np
 
 from .decoding import GreedyOrSampling, decoder_for
 from .options import GenerationOptions
-from .sessions import DTYPE_SUFFIXES, DecoderRunner, ModelFolderError, DecodingState, open_session
+from .sessions import DTYPE_SUFFIXES, DecoderRunner, ModelFolderError, DecodingState, encoder_graph, open_session
 from .text import clean_up_tokenization, cleans_up_spaces, stable_prefix_length, strips_decoded_text
 from .translation import Languages, Translation
 
@@ -139,7 +139,9 @@ class Seq2SeqOnnxModel:
         return cls(
             folder,
             dtype,
-            open_session(encoder_path, threads, providers, spinning=False),  # runs once per generation
+            # the encoder runs once per generation: its session does not spin (see open_session)
+            open_session(encoder_graph(encoder_path) or encoder_path, threads, providers, name=encoder_path.name,
+                         spinning=False),
             DecoderRunner(onnx_dir, suffix, threads, providers),
             tokenizer,
             options,
