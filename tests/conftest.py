@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Conversions check in Transformers.js only where a test asks for it (tests/test_transformersjs.py):
 # Node takes a few seconds per run, and most tests are about other things.
 os.environ["SEQ2SEQ_ONNX_TRANSFORMERSJS"] = "0"
-# The runtime's slimmed step graphs (runtime/sessions.runtime_graph) go to a folder of this run, not ~/.cache.
+# The runtime's slimmed graphs (runtime/sessions.runtime_graph, encoder_graph) go to a folder of this run, not ~/.cache.
 os.environ["SEQ2SEQ_ONNX_CACHE"] = tempfile.mkdtemp(prefix="seq2seq-onnx-test-graphs-")
 atexit.register(shutil.rmtree, os.environ["SEQ2SEQ_ONNX_CACHE"], ignore_errors=True)
 

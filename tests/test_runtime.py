@@ -310,6 +310,36 @@ def test_the_encoder_runs_slimmed_with_the_same_output_and_the_file_stays(conver
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
 
 
+def test_an_encoder_with_external_data_of_any_name_or_a_damaged_cache_entry_still_loads(converted, tmp_path, monkeypatch):
+    """An encoder whose weights are external data under a name other than Transformers.js's `*.onnx_data` runs from its
+    path (the weights cannot come with the graph's bytes); a cache entry that ONNX Runtime cannot load falls back
+    to the file. Both generate the same ids as the plain folder."""
+    import shutil
+
+    import onnx
+
+    import seq2seq_onnx.runtime.sessions as sessions
+
+    monkeypatch.setenv("SEQ2SEQ_ONNX_CACHE", str(tmp_path / "graphs"))
+    reference = Seq2SeqOnnxModel.from_pretrained(converted)
+    ids, mask = reference.tokenize(["translate English to German: hello", "summarize: the quick brown fox jumps over"])
+    expected = reference.generate(ids, mask, max_new_tokens=12)
+
+    folder = tmp_path / "external"
+    shutil.copytree(converted, folder)
+    encoder = folder / "onnx" / "encoder_model.onnx"
+    onnx.save_model(onnx.load(str(encoder)), str(encoder), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="encoder_model.onnx.data", size_threshold=0)
+    assert (folder / "onnx" / "encoder_model.onnx.data").is_file()
+    assert sessions.encoder_graph(encoder) is None
+    np.testing.assert_array_equal(Seq2SeqOnnxModel.from_pretrained(folder).generate(ids, mask, max_new_tokens=12), expected)
+
+    entries = list((tmp_path / "graphs").glob("encoder_model-*.onnx"))
+    assert len(entries) == 1
+    entries[0].write_bytes(b"not a graph")
+    np.testing.assert_array_equal(Seq2SeqOnnxModel.from_pretrained(converted).generate(ids, mask, max_new_tokens=12), expected)
+
+
 def test_top_k_of_wide_rows_breaks_ties_to_the_lower_index():
     """Beam search's top-k over num_beams * vocab scores (ONNX Runtime's TopK for wide rows) equals a stable sort's
     first k, ties at the cut included, -inf anywhere; narrow rows (sorted in numpy) too."""

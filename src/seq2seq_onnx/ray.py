@@ -20,7 +20,7 @@ stream back to the driver is cheap next to generation.
 
 The model folder must be readable at the same path on every node: shared storage (NFS, a
 mounted bucket), or copied to each node beforehand (e.g. `ray rsync-up`). Each node builds its
-runtime graph cache once (`runtime/sessions.runtime_graph`); the driver builds it first, so actors
+runtime graph cache once (`runtime/sessions.runtime_graph` and `encoder_graph`); the driver builds it first, so actors
 on the driver's node load in about a second.
 """
 

@@ -87,6 +87,18 @@ def options_from_folder(folder: Path) -> GenerationOptions:
     return options
 
 
+def _open_encoder(path: Path, threads, providers):
+    """The encoder's session: its slimmed graph (`encoder_graph`), or the file itself when there is none or it does
+    not load (a damaged cache entry). It runs once per generation, so its threads do not spin (see `open_session`)."""
+    graph = encoder_graph(path)
+    if graph:
+        try:
+            return open_session(graph, threads, providers, name=path.name, spinning=False)
+        except ModelFolderError:
+            pass
+    return open_session(path, threads, providers, spinning=False)
+
+
 class Seq2SeqOnnxModel:
     """An exported encoder-decoder model on ONNX Runtime.
 
@@ -139,9 +151,7 @@ class Seq2SeqOnnxModel:
         return cls(
             folder,
             dtype,
-            # the encoder runs once per generation: its session does not spin (see open_session)
-            open_session(encoder_graph(encoder_path) or encoder_path, threads, providers, name=encoder_path.name,
-                         spinning=False),
+            _open_encoder(encoder_path, threads, providers),
             DecoderRunner(onnx_dir, suffix, threads, providers),
             tokenizer,
             options,
@@ -196,7 +206,9 @@ class Seq2SeqOnnxModel:
         mask = np.ones_like(input_ids) if attention_mask is None else np.asarray(attention_mask, dtype=np.int64)
         if mask.shape != input_ids.shape:
             raise ValueError(f"attention_mask shape {mask.shape} differs from input_ids shape {input_ids.shape}")
-        (states,) = self.encoder.run(["last_hidden_state"], {"input_ids": input_ids, "attention_mask": mask})
+        feed = {"input_ids": input_ids, "attention_mask": mask}
+        wanted = {i.name for i in self.encoder.get_inputs()}  # a slimmed encoder may have dropped an unused input
+        (states,) = self.encoder.run(["last_hidden_state"], {k: v for k, v in feed.items() if k in wanted})
         if copies > 1:  # encoder once per input, its output shared by the beams / samples
             states, mask = np.repeat(states, copies, axis=0), np.repeat(mask, copies, axis=0)
         return DecodingState(self.decoder, states, mask), input_ids.shape[0]
