@@ -247,7 +247,7 @@ class DecoderRunner:
                 try:
                     self.later = open_session(branch, threads, providers, name=merged.name)
                 except ModelFolderError:  # e.g. a damaged cache entry: the merged graph runs every step
-                    self.first = self.later = open_session(merged, threads, providers)
+                    pass
         elif plain.exists() and with_past.exists():
             self.first = open_session(plain, threads, providers, spinning=False)
             self.later = open_session(with_past, threads, providers)
